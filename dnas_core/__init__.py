@@ -1,0 +1,66 @@
+"""dnas core: hook specs, registries, manifests, abstractions and the orchestrator.
+
+The core hard-wires no task, space, strategy, backend or exporter: all of them,
+dnas's own included, are plugins found through the ``dnas.plugins`` entry points.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .backend import Backend, Latency
+from .callback import Callback
+from .components import Component, ComponentConfig
+from .context import RunContext
+from .errors import (
+    ComponentNotFoundError,
+    DataError,
+    DnasError,
+    IncompatibleError,
+    ManifestError,
+    PluginError,
+    RunFailed,
+    UsageError,
+)
+from .exporter import Exporter
+from .generator import ArchitectureGenerator
+from .genotype import Genotype, GraphEncoding
+from .markers import hookimpl, hookspec
+from .plugin_manager import get_plugin_manager
+from .space import MixWeights, Network, SearchSpace, Supernet
+from .strategy import SearchOutcome, Strategy
+from .task import IOSpec, Task, TaskData
+
+__all__ = [
+    "__version__",
+    "ArchitectureGenerator",
+    "Backend",
+    "Callback",
+    "Component",
+    "ComponentConfig",
+    "ComponentNotFoundError",
+    "DataError",
+    "DnasError",
+    "Exporter",
+    "Genotype",
+    "GraphEncoding",
+    "IOSpec",
+    "IncompatibleError",
+    "Latency",
+    "ManifestError",
+    "MixWeights",
+    "Network",
+    "PluginError",
+    "RunContext",
+    "RunFailed",
+    "SearchOutcome",
+    "SearchSpace",
+    "Strategy",
+    "Supernet",
+    "Task",
+    "TaskData",
+    "UsageError",
+    "get_plugin_manager",
+    "hookimpl",
+    "hookspec",
+]

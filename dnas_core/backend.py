@@ -1,0 +1,85 @@
+"""The hardware-backend abstraction: where models run and how fast."""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar, ContextManager
+
+import torch
+from torch import nn
+
+from .components import Component
+
+
+@dataclass
+class Latency:
+    """Latency of one module at one input shape, in milliseconds."""
+
+    median_ms: float
+    p90_ms: float
+    repeats: int
+    batch_size: int
+
+
+class Backend(Component):
+    """Base class of backends.
+
+    ``auto_priority`` decides which backend a manifest without a ``backend:`` section
+    gets: the available one with the highest priority (a GPU backend over the CPU).
+    """
+
+    auto_priority: ClassVar[int] = 0
+    #: Whether models can be trained on this backend (ONNX Runtime cannot).
+    trains: ClassVar[bool] = True
+
+    @classmethod
+    def is_available(cls) -> bool:
+        return True
+
+    def setup(self) -> None:
+        """Called once before a run uses the backend (threads, flags)."""
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def autocast(self) -> ContextManager[Any]:
+        """Mixed-precision context for forward passes; a no-op by default (fp32)."""
+        return contextlib.nullcontext()
+
+    def prepare(self, module: nn.Module) -> nn.Module:
+        """Move a module to the device in the memory format this backend prefers."""
+        return module.to(self.device)
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, non_blocking=True)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (for timing)."""
+
+    @torch.no_grad()
+    def measure_latency(
+        self, module: nn.Module, example: torch.Tensor, warmup: int = 5, repeats: int = 20
+    ) -> Latency:
+        """Median wall time of ``module(example)`` after ``warmup`` calls."""
+        module = self.prepare(module).eval()
+        x = self.prepare_input(example)
+        for _ in range(warmup):
+            module(x)
+        self.synchronize()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            module(x)
+            self.synchronize()
+            times.append((time.perf_counter() - t0) * 1e3)
+        times.sort()
+        return Latency(
+            median_ms=statistics.median(times),
+            p90_ms=times[min(len(times) - 1, int(0.9 * len(times)))],
+            repeats=repeats,
+            batch_size=int(x.shape[0]),
+        )

@@ -1,0 +1,137 @@
+"""The ``dnas`` command line.
+
+Exit codes: 0 success, 1 a run that failed, 2 bad usage, a bad manifest or a broken
+plugin. Errors print one line naming the field, file or plugin at fault; ``--debug``
+adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from typing import Sequence
+
+from . import __version__
+from .errors import DnasError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dnas", description="Differentiable neural architecture search from YAML manifests.")
+    p.add_argument("--version", action="version", version=f"dnas {__version__}")
+    p.add_argument("--debug", action="store_true", help="print full tracebacks on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="search, retrain, evaluate and export from a manifest",
+                       description="Run a manifest end to end, or resume an interrupted run.")
+    r.add_argument("manifest", nargs="?", help="the YAML manifest")
+    r.add_argument("overrides", nargs="*", help="dotted overrides such as strategy.epochs=3 seed=1")
+    r.add_argument("--out", help="run directory (default: <output.root>/<name>-<timestamp>)")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+
+    v = sub.add_parser("validate", help="check a manifest without running it",
+                       description="Validate a manifest (with overrides) and print it resolved.")
+    v.add_argument("manifest")
+    v.add_argument("overrides", nargs="*")
+    v.add_argument("--quiet", "-q", action="store_true", help="print nothing on success")
+
+    sub.add_parser("plugins", help="list installed plugins and what they register",
+                   description="List every plugin with its distribution, version and components.")
+
+    s = sub.add_parser("schema", help="print the JSON schema of manifests",
+                       description="Print the JSON schema of the manifest for the installed plugins.")
+    s.add_argument("--kind", help="only the config schemas of one component kind (task, space, strategy, ...)")
+
+    e = sub.add_parser("export", help="export a finished run again",
+                       description="Re-export the retrained network of a finished run and verify it.")
+    e.add_argument("run_dir")
+    e.add_argument("--exporter", help="exporter name (default: the manifest's)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return _dispatch(args, parser)
+    except DnasError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"dnas: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("dnas: interrupted (resume with `dnas run --resume RUN_DIR`)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place unexpected errors end up
+        if args.debug:
+            traceback.print_exc()
+        print(f"dnas: error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .plugin_manager import get_plugin_manager
+
+    if args.command == "run":
+        from .orchestrator import resume_run, run_manifest
+
+        if args.resume:
+            if args.manifest:
+                parser.error("run: give either a manifest or --resume RUN_DIR, not both")
+            path, result = resume_run(args.resume)
+        else:
+            if not args.manifest:
+                parser.error("run: a manifest is required (or --resume RUN_DIR)")
+            path, result = run_manifest(args.manifest, args.overrides, args.out)
+        metric = result["primary_metric"]
+        print(json.dumps({"run_dir": str(path), metric: result["test_metrics"].get(metric),
+                          "genotype": result["genotype"]["text"], "onnx_max_abs_diff": result.get("onnx_max_abs_diff")}))
+        return 0
+
+    pm = get_plugin_manager()
+    if args.command == "validate":
+        from .manifest import dump_manifest, load_manifest, resolve_defaults
+
+        manifest = resolve_defaults(load_manifest(args.manifest, pm.registries, args.overrides), pm.registries)
+        reg = pm.registries
+        task = reg.tasks.create(manifest.task.type, manifest.task.model_dump(exclude={"type"}))
+        space = reg.spaces.create(manifest.space.type, manifest.space.model_dump(exclude={"type"}))
+        space.check_task(task)
+        if not args.quiet:
+            print(dump_manifest(manifest), end="")
+            print(f"# {args.manifest}: valid", file=sys.stderr)
+        return 0
+
+    if args.command == "plugins":
+        for name, info in sorted(pm.info.items()):
+            comps = "; ".join(f"{k}: {', '.join(v)}" for k, v in info.components.items()) or "(hooks only)"
+            print(f"{name:<14} {info.distribution} {info.version:<8} {info.module:<36} {comps}")
+        return 0
+
+    if args.command == "schema":
+        if args.kind:
+            from .registry import KINDS
+
+            if args.kind not in KINDS:
+                parser.error(f"schema: --kind must be one of {', '.join(KINDS)}")
+            out = {e.name: e.config_model.model_json_schema() for e in pm.registries[args.kind].entries()}
+        else:
+            from .manifest import manifest_model
+
+            out = manifest_model(pm.registries).model_json_schema()
+        print(json.dumps(out, indent=2))
+        return 0
+
+    if args.command == "export":
+        from .orchestrator import reexport
+
+        info = reexport(args.run_dir, pm, args.exporter)
+        print(json.dumps(info))
+        return 0 if info.get("ok") else 1
+
+    parser.error(f"unknown command {args.command}")
+    return 2

@@ -1,0 +1,53 @@
+"""Exceptions with a meaning for the user.
+
+Every error the CLI reports on one line derives from :class:`DnasError`. Its
+``exit_code`` decides the process status: 2 for bad usage or a bad manifest, 1 for a
+run that failed.
+"""
+
+from __future__ import annotations
+
+
+class DnasError(Exception):
+    """Base of all errors dnas reports to the user on one line."""
+
+    exit_code = 1
+
+
+class UsageError(DnasError):
+    """Bad command-line usage, a bad manifest, or a bad path given by the user."""
+
+    exit_code = 2
+
+
+class ManifestError(UsageError):
+    """A manifest that does not validate. ``source`` names the file at fault."""
+
+    def __init__(self, message: str, source: str | None = None):
+        self.source = source
+        super().__init__(f"{source}: {message}" if source else message)
+
+
+class ComponentNotFoundError(UsageError):
+    """A component name that no installed plugin registers."""
+
+
+class PluginError(DnasError):
+    """A plugin failed to load or one of its hooks raised.
+
+    The message names the plugin, its distribution and the entry point.
+    """
+
+    exit_code = 2
+
+
+class DataError(UsageError):
+    """Data missing or malformed: the message names the path and the expected format."""
+
+
+class IncompatibleError(UsageError):
+    """Two components that do not fit together (e.g. a task and an unfit search space)."""
+
+
+class RunFailed(DnasError):
+    """A run that started but could not finish (divergence, an I/O failure, ...)."""

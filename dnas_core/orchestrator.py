@@ -1,0 +1,359 @@
+"""The orchestrator: one run from a manifest to a finished run directory.
+
+Follow a run top to bottom in :meth:`Orchestrator.run`::
+
+    search -> derive -> retrain -> evaluate -> export -> report
+
+Each stage is one method below, in that order. Stages that finished are recorded in
+``state.json``; ``dnas run --resume DIR`` skips them and continues the interrupted one
+from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .context import RunContext
+from .errors import DnasError, RunFailed, UsageError
+from .genotype import Genotype
+from .manifest import (
+    ManifestBase,
+    component_config,
+    dump_manifest,
+    load_manifest,
+    read_yaml,
+    resolve_defaults,
+    validate_manifest,
+)
+from .plugin_manager import DnasPluginManager, get_plugin_manager
+from .progress import log
+from .rundir import RunDir
+from .seeding import derive_seed, seed_everything
+from .training import count_parameters, fit
+
+STAGES = ("search", "derive", "retrain", "evaluate", "export", "report")
+
+
+class Orchestrator:
+    """Runs the stages of one run. Build it with :meth:`new` or :meth:`resume`."""
+
+    def __init__(self, pm: DnasPluginManager, manifest: ManifestBase, run_dir: RunDir, resumed: bool = False):
+        self.pm = pm
+        self.manifest = manifest
+        self.run_dir = run_dir
+        reg = pm.registries
+        self.ctx = RunContext(
+            manifest=manifest,
+            run_dir=run_dir,
+            pm=pm,
+            task=reg.tasks.create(manifest.task.type, component_config(manifest.task)),
+            space=reg.spaces.create(manifest.space.type, component_config(manifest.space)),
+            strategy=reg.strategies.create(manifest.strategy.type, component_config(manifest.strategy)),
+            backend=reg.backends.create(manifest.backend.type, component_config(manifest.backend)),
+            resumed=resumed,
+        )
+        self.exporter = (
+            reg.exporters.create(manifest.export.type, component_config(manifest.export)) if manifest.export else None
+        )
+        self.callbacks = [reg.callbacks.create(c.type, component_config(c)) for c in manifest.callbacks]
+        self.state: dict[str, Any] = run_dir.read_json("state.json") if run_dir.exists("state.json") else {}
+        self.state.setdefault("completed", [])
+        self.state.setdefault("seconds", {})
+
+    # -- construction ---------------------------------------------------------------
+    @classmethod
+    def new(
+        cls,
+        manifest_path: str | Path,
+        overrides: list[str] | None = None,
+        out: str | Path | None = None,
+        pm: DnasPluginManager | None = None,
+    ) -> Orchestrator:
+        pm = pm or get_plugin_manager()
+        manifest = resolve_defaults(load_manifest(manifest_path, pm.registries, overrides), pm.registries)
+        if out is None:
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            out = Path(manifest.output.root) / f"{manifest.name}-{stamp}"
+        run_dir = RunDir.create(out)
+        run_dir.write_text("manifest.yaml", dump_manifest(manifest))
+        return cls(pm, manifest, run_dir)
+
+    @classmethod
+    def resume(cls, path: str | Path, pm: DnasPluginManager | None = None) -> Orchestrator:
+        pm = pm or get_plugin_manager()
+        run_dir = RunDir.open(path)
+        if run_dir.status().get("status") == "completed":
+            raise UsageError(f"{path}: this run has already completed")
+        data = read_yaml(run_dir.file("manifest.yaml"))
+        manifest = validate_manifest(data, pm.registries, source=str(run_dir.file("manifest.yaml")))
+        return cls(pm, manifest, run_dir, resumed=True)
+
+    # -- the run --------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run every stage that has not finished yet; returns ``result.json``'s content."""
+        ctx = self.ctx
+        for cb in self.callbacks:
+            self.pm.register(cb, name=f"callback:{cb.name}:{id(cb)}")
+        t_start = time.perf_counter()
+        try:
+            self._start()
+            self._stage("search", self.search)
+            self._stage("derive", self.derive)
+            self._stage("retrain", self.retrain)
+            self._stage("evaluate", self.evaluate)
+            self._stage("export", self.export)
+            self._stage("report", self.report)
+            result = self._result(time.perf_counter() - t_start)
+            self.run_dir.write_json("result.json", result)
+            self.run_dir.set_status("completed", finished=_now())
+            ctx.notify("dnas_run_end", status="completed", result=result)
+            log(f"run completed: {self.run_dir.path}")
+            return result
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            try:
+                self.run_dir.set_status("failed", error=error, finished=_now(),
+                                        traceback="".join(traceback.format_exception(exc))[-4000:])
+            except DnasError:
+                pass  # the directory itself is unwritable; the original error matters more
+            ctx.notify("dnas_run_end", status="failed", result={"error": error})
+            raise
+        finally:
+            for cb in self.callbacks:
+                self.pm.unregister(cb)
+                cb.close()
+
+    def _start(self) -> None:
+        ctx = self.ctx
+        ctx.backend.setup()
+        seed_everything(self.manifest.seed)
+        ctx.space.check_task(ctx.task)
+        data = ctx.data  # load now so that data errors surface before any training
+        self.run_dir.set_status("running", started=_now(), resumed=ctx.resumed)
+        self.run_dir.write_json("environment.json", environment(self.pm, ctx))
+        log(
+            f"dnas {__version__}: run {self.manifest.name!r} in {self.run_dir.path} "
+            f"(task {ctx.task.name}, space {ctx.space.name}, strategy {ctx.strategy.name}, "
+            f"backend {ctx.backend.name} on {ctx.device}; data {data.sizes()})"
+            + (" [resumed]" if ctx.resumed else "")
+        )
+        ctx.notify("dnas_run_start")
+
+    def _stage(self, name: str, fn) -> None:
+        if name in self.state["completed"] and name not in ("derive",):
+            return
+        self.ctx.notify("dnas_stage_start", stage=name)
+        t0 = time.perf_counter()
+        info = fn() or {}
+        seconds = time.perf_counter() - t0 + (self.state["seconds"].get(name, 0.0) if name not in self.state["completed"] else 0.0)
+        if name not in self.state["completed"]:
+            self.state["completed"].append(name)
+            self.state["seconds"][name] = round(seconds, 3)
+        self.run_dir.write_json("state.json", self.state)
+        self.ctx.notify("dnas_stage_end", stage=name, seconds=seconds, info=info)
+
+    # -- stages ---------------------------------------------------------------------
+    def search(self) -> dict[str, Any]:
+        """The strategy's search loop (resumable through its checkpoints)."""
+        ctx = self.ctx
+        log(f"[search] {ctx.strategy.name} over {ctx.space.name}")
+        outcome = ctx.strategy.search(ctx)
+        if outcome.genotype is None:
+            if outcome.supernet is None:
+                raise RunFailed(f"strategy {ctx.strategy.name!r} returned neither a supernet nor a genotype")
+            outcome.genotype = ctx.space.derive(outcome.supernet)
+        genotype = outcome.genotype
+        ctx.space.check_genotype(genotype)
+        self.run_dir.write_json("search_summary.json", outcome.summary)
+        self.run_dir.write_json("genotype.json", genotype.to_json())
+        ctx.notify("dnas_search_end", genotype=genotype, summary=outcome.summary)
+        log(f"[search] genotype {ctx.space.format(genotype)}")
+        return {"genotype": genotype.to_json()}
+
+    def derive(self) -> dict[str, Any]:
+        """Build the stand-alone network of the searched genotype."""
+        ctx = self.ctx
+        genotype = Genotype.from_json(self.run_dir.read_json("genotype.json"))
+        torch.manual_seed(derive_seed(self.manifest.seed, "retrain", "init"))
+        network = ctx.backend.prepare(ctx.space.build_network(genotype, ctx.task))
+        ctx.state["genotype"] = genotype
+        ctx.state["network"] = network
+        ctx.state["params"] = count_parameters(network)
+        return {"params": ctx.state["params"]}
+
+    def retrain(self) -> dict[str, Any]:
+        """Train the derived network from scratch (``train:`` section)."""
+        network = self.ctx.state["network"]
+        last = fit(self.ctx, network, stage="retrain")
+        _save_model(self.run_dir, network)
+        return last
+
+    def evaluate(self) -> dict[str, Any]:
+        """Test metrics of the retrained network on the held-out test split."""
+        ctx = self.ctx
+        network = self._network()
+        metrics = ctx.task.evaluate(network, ctx.data.test, ctx.device)
+        latency = ctx.backend.measure_latency(network, ctx.task.example_inputs(ctx.data.test, 1))
+        metrics_out = {"test": metrics, "latency_ms": latency.median_ms}
+        self.run_dir.write_json("test_metrics.json", metrics_out)
+        log(f"[evaluate] test {ctx.task.primary_metric} = {metrics.get(ctx.task.primary_metric, float('nan')):.4f}")
+        return metrics_out
+
+    def export(self) -> dict[str, Any]:
+        """Export the derived network and verify the file against torch."""
+        if self.exporter is None:
+            return {}
+        info = export_run(self.ctx, self.exporter, self._network())
+        log(f"[export] {info['file']}: max abs diff vs torch {info['max_abs_diff']:.2e} ({'ok' if info['ok'] else 'MISMATCH'})")
+        return info
+
+    def report(self) -> dict[str, Any]:
+        """Plots and ``report.md``."""
+        from .report import write_report
+
+        return write_report(self.ctx, self._partial_result())
+
+    # -- helpers --------------------------------------------------------------------
+    def _network(self):
+        ctx = self.ctx
+        if "network" not in ctx.state:
+            self.derive()
+        net = ctx.state["network"]
+        if not ctx.state.get("weights_loaded"):
+            state = torch.load(self.run_dir.file("model.pt"), map_location="cpu", weights_only=True)
+            net.load_state_dict(state)
+            ctx.state["weights_loaded"] = True
+        return net.eval()
+
+    def _partial_result(self) -> dict[str, Any]:
+        rd = self.run_dir
+        genotype = Genotype.from_json(rd.read_json("genotype.json"))
+        test = rd.read_json("test_metrics.json") if rd.exists("test_metrics.json") else {}
+        export = rd.read_json("export.json") if rd.exists("export.json") else {}
+        return {
+            "name": self.manifest.name,
+            "task": self.ctx.task.name,
+            "space": self.ctx.space.name,
+            "strategy": self.ctx.strategy.name,
+            "seed": self.manifest.seed,
+            "primary_metric": self.ctx.task.primary_metric,
+            "test_metrics": test.get("test", {}),
+            "latency_ms": test.get("latency_ms"),
+            "genotype": genotype.to_json(),
+            "params": self.ctx.state.get("params"),
+            "export": export,
+            "onnx_max_abs_diff": export.get("max_abs_diff"),
+            "stage_seconds": dict(self.state["seconds"]),
+            "plugin_errors": self.ctx.plugin_errors,
+        }
+
+    def _result(self, wall: float) -> dict[str, Any]:
+        result = self._partial_result()
+        result["stage_seconds"] = dict(self.state["seconds"])
+        result["wall_seconds"] = round(sum(result["stage_seconds"].values()), 3)
+        return result
+
+
+def _save_model(run_dir: RunDir, network: torch.nn.Module) -> None:
+    import io
+
+    from .rundir import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save(network.state_dict(), buf)
+    atomic_write_bytes(run_dir.file("model.pt"), buf.getvalue())
+
+
+def export_run(ctx: RunContext, exporter: Any, network: torch.nn.Module) -> dict[str, Any]:
+    """Export ``network`` into the run directory and verify it on real test inputs."""
+    rd = ctx.run_dir
+    path = rd.file(f"model{exporter.suffix}")
+    n = ctx.manifest.output.onnx_check_samples
+    inputs = ctx.task.example_inputs(ctx.data.test, n)
+    network = network.cpu().eval()
+    facts = exporter.export(network, _first(inputs, 2), path)
+    check = exporter.verify(path, network, inputs)
+    info = {"file": path.name, "exporter": exporter.name, **facts, **check, "checked_inputs": int(_batch(inputs))}
+    rd.write_json("export.json", info)
+    return info
+
+
+def _first(inputs: Any, n: int) -> Any:
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(t[:n] for t in inputs)
+    return inputs[:n]
+
+
+def _batch(inputs: Any) -> int:
+    return inputs[0].shape[0] if isinstance(inputs, (tuple, list)) else inputs.shape[0]
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def environment(pm: DnasPluginManager, ctx: RunContext | None = None) -> dict[str, Any]:
+    import numpy
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "dnas": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "threads": torch.get_num_threads(),
+        "plugins": {
+            name: {"distribution": i.distribution, "version": i.version, "module": i.module}
+            for name, i in sorted(pm.info.items())
+        },
+    }
+    if ctx is not None:
+        env["device"] = str(ctx.device)
+        if ctx.device.type == "cuda":
+            env["gpu"] = torch.cuda.get_device_name(ctx.device)
+    return env
+
+
+def run_manifest(manifest_path: str | Path, overrides: list[str] | None = None, out: str | Path | None = None,
+                 pm: DnasPluginManager | None = None) -> tuple[Path, dict[str, Any]]:
+    """Run a manifest end to end; returns the run directory and the result."""
+    orch = Orchestrator.new(manifest_path, overrides, out, pm)
+    return orch.run_dir.path, orch.run()
+
+
+def resume_run(path: str | Path, pm: DnasPluginManager | None = None) -> tuple[Path, dict[str, Any]]:
+    orch = Orchestrator.resume(path, pm)
+    return orch.run_dir.path, orch.run()
+
+
+def reexport(path: str | Path, pm: DnasPluginManager | None = None, exporter_name: str | None = None) -> dict[str, Any]:
+    """Export a finished run again (``dnas export RUN_DIR``)."""
+    pm = pm or get_plugin_manager()
+    run_dir = RunDir.open(path)
+    if not run_dir.exists("model.pt") or not run_dir.exists("genotype.json"):
+        raise UsageError(f"{path}: no retrained model to export (model.pt / genotype.json missing)")
+    orch = Orchestrator(pm, validate_manifest(read_yaml(run_dir.file("manifest.yaml")), pm.registries,
+                                              source=str(run_dir.file("manifest.yaml"))), run_dir)
+    orch.ctx.backend.setup()
+    name = exporter_name or (orch.manifest.export.type if orch.manifest.export else None)
+    if name is None:
+        raise UsageError("no exporter: the manifest has no export section and none was named")
+    exporter = orch.exporter if orch.exporter and orch.exporter.name == name else pm.registries.exporters.create(name)
+    info = export_run(orch.ctx, exporter, orch._network())
+    if run_dir.exists("result.json"):
+        result = run_dir.read_json("result.json")
+        result["export"] = info
+        result["onnx_max_abs_diff"] = info.get("max_abs_diff")
+        run_dir.write_json("result.json", result)
+    return info
+
+
+__all__ = ["Orchestrator", "STAGES", "run_manifest", "resume_run", "reexport", "environment", "export_run"]

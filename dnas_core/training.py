@@ -1,0 +1,218 @@
+"""Training utilities shared by strategies and the retrain stage.
+
+Small in-memory data sets (``TensorDataset``) are batched by indexing the tensors
+with a permutation instead of collating items one by one through a ``DataLoader``:
+on small CPU models that collation costs more than the model.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from .errors import RunFailed
+
+
+def _tensors_of(dataset: Dataset) -> tuple[tuple[torch.Tensor, ...], torch.Tensor | None] | None:
+    """The underlying tensors (and index subset) of a TensorDataset or a Subset of one."""
+    idx = None
+    ds = dataset
+    while isinstance(ds, Subset):
+        sub = torch.as_tensor(ds.indices, dtype=torch.long)
+        idx = sub if idx is None else sub[idx]
+        ds = ds.dataset
+    if isinstance(ds, TensorDataset):
+        return ds.tensors, idx
+    return None
+
+
+def _move(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_move(o, device) for o in obj)
+    return obj
+
+
+def iterate_batches(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+    device: torch.device | None = None,
+) -> Iterator[tuple[Any, torch.Tensor]]:
+    """Yield ``(inputs, targets)`` batches. Inputs may be a tensor or a tuple."""
+    found = _tensors_of(dataset)
+    if found is not None:
+        tensors, idx = found
+        n = len(dataset)  # type: ignore[arg-type]
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        if idx is not None:
+            order = idx[order]
+        stop = n - (n % batch_size) if drop_last else n
+        for start in range(0, stop, batch_size):
+            sel = order[start : start + batch_size]
+            items = [t[sel] for t in tensors]
+            inputs = items[0] if len(items) == 2 else tuple(items[:-1])
+            batch = (inputs, items[-1])
+            yield _move(batch, device) if device is not None else batch
+        return
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last)
+    for batch in loader:
+        *inputs, target = batch
+        inp = inputs[0] if len(inputs) == 1 else tuple(inputs)
+        yield (_move((inp, target), device) if device is not None else (inp, target))
+
+
+def num_batches(dataset: Dataset, batch_size: int, drop_last: bool = False) -> int:
+    n = len(dataset)  # type: ignore[arg-type]
+    return n // batch_size if drop_last else math.ceil(n / batch_size)
+
+
+def first_inputs(dataset: Dataset, n: int) -> Any:
+    for inputs, _ in iterate_batches(dataset, batch_size=n):
+        return inputs
+    raise RunFailed("the split is empty: no inputs to check the export with")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    was_training = model.training
+    model.eval()
+    outs, targets = [], []
+    for inputs, target in iterate_batches(dataset, batch_size, device=device):
+        outs.append(model(inputs).float().cpu())
+        targets.append(target.cpu())
+    model.train(was_training)
+    if not outs:
+        raise RunFailed("cannot evaluate on an empty split")
+    return torch.cat(outs), torch.cat(targets)
+
+
+def make_optimizer(params: Sequence[nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_at(epoch: int, total: int, base_lr: float, schedule: str = "cosine", warmup: int = 0, min_lr: float = 0.0) -> float:
+    if warmup and epoch < warmup:
+        return base_lr * (epoch + 1) / warmup
+    if schedule == "constant" or total <= 0:
+        return base_lr
+    t = (epoch - warmup) / max(1, total - warmup)
+    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * t))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def check_finite(loss: torch.Tensor, where: str) -> bool:
+    """Whether ``loss`` is finite; callers decide to skip or fail (see the
+    ``train.divergence`` policy)."""
+    return bool(torch.isfinite(loss).item())
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def fit(run: Any, model: nn.Module, stage: str = "retrain") -> dict[str, float]:
+    """Train ``model`` on the task per ``run.manifest.train``, resumably.
+
+    Checkpoints after every ``output.checkpoint_every`` epochs; a resumed run loads the
+    last checkpoint and continues with the same per-epoch random streams. Returns the
+    metrics of the last epoch.
+    """
+    from .seeding import derive_seed, torch_generator
+
+    cfg = run.manifest.train
+    task, backend = run.task, run.backend
+    device = backend.device
+    data = run.data
+    train_set = data.train
+    if cfg.include_val:
+        train_set = _concat(data.train, data.val)
+    loss_fn = task.loss_fn()
+    if cfg.label_smoothing and isinstance(loss_fn, nn.CrossEntropyLoss):
+        loss_fn = nn.CrossEntropyLoss(weight=loss_fn.weight, label_smoothing=cfg.label_smoothing)
+    loss_fn = loss_fn.to(device)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+    start, last = 0, {}
+    ckpt = run.load_checkpoint(stage)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start, last = int(ckpt["epoch"]) + 1, dict(ckpt.get("last", {}))
+        run.run_dir.truncate_metrics(stage, start)
+    steps = num_batches(train_set, cfg.batch_size, drop_last=len(train_set) > cfg.batch_size)
+    skipped = 0
+    with run.progress(stage, cfg.epochs, steps, start_epoch=start) as bar:
+        for epoch in range(start, cfg.epochs):
+            set_lr(optimizer, lr_at(epoch, cfg.epochs, cfg.lr, cfg.scheduler, cfg.warmup_epochs))
+            torch.manual_seed(derive_seed(run.seed, stage, "torch", epoch))
+            gen = torch_generator(run.seed, stage, "batches", epoch)
+            model.train()
+            total, count, correct = 0.0, 0, 0
+            for inputs, target in iterate_batches(
+                train_set, cfg.batch_size, shuffle=True, generator=gen, drop_last=len(train_set) > cfg.batch_size, device=device
+            ):
+                inputs = task.augment(inputs, gen)
+                with backend.autocast():
+                    out = model(inputs)
+                    loss = loss_fn(out.float(), target)
+                if not check_finite(loss, stage):
+                    if cfg.divergence == "skip_step":
+                        skipped += 1
+                        optimizer.zero_grad(set_to_none=True)
+                        continue
+                    raise RunFailed(
+                        f"{stage}: loss became {loss.item()} at epoch {epoch}; lower train.lr or set "
+                        f"train.divergence: skip_step"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                n = target.shape[0]
+                total += float(loss.detach()) * n
+                count += n
+                if out.dim() == 2 and out.shape[1] > 1 and target.dim() == 1:
+                    correct += int((out.argmax(1) == target).sum())
+                bar.step(loss=total / max(count, 1))
+            metrics: dict[str, float] = {"train_loss": total / max(count, 1), "lr": optimizer.param_groups[0]["lr"]}
+            if correct:
+                metrics["train_accuracy"] = correct / max(count, 1)
+            if skipped:
+                metrics["skipped_steps"] = skipped
+            if not cfg.include_val and len(data.val) and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+                val = task.evaluate(model, data.val, device)
+                metrics.update({f"val_{k}": v for k, v in val.items()})
+            last = metrics
+            run.log_epoch(stage, epoch, metrics, progress=bar)
+            if (epoch + 1) % run.manifest.output.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+                run.save_checkpoint(
+                    stage, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "last": last}
+                )
+    return last
+
+
+def _concat(a: Dataset, b: Dataset) -> Dataset:
+    """Concatenate two splits, keeping the fast tensor path when both are tensors."""
+    ta, tb = _tensors_of(a), _tensors_of(b)
+    if ta is not None and tb is not None:
+        parts = []
+        for (tensors, idx) in (ta, tb):
+            parts.append([t if idx is None else t[idx] for t in tensors])
+        return TensorDataset(*[torch.cat([pa, pb]) for pa, pb in zip(parts[0], parts[1], strict=True)])
+    from torch.utils.data import ConcatDataset
+
+    return ConcatDataset([a, b])

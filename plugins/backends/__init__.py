@@ -1,0 +1,1 @@
+"""Hardware backends: where models run and how their latency is measured."""

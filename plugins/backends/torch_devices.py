@@ -1,0 +1,125 @@
+"""PyTorch eager backends: the CPU, and CUDA GPUs when present.
+
+The CPU backend stays in fp32 and uses the channels-last memory format, which makes
+small convolutions and pooling markedly faster on x86 CPUs. The CUDA backend picks
+bf16 autocast where the GPU supports it and can wrap models in ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, ContextManager, Literal, Optional
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from dnas_core import Backend, ComponentConfig, hookimpl
+
+
+class CPUConfig(ComponentConfig):
+    threads: Optional[int] = Field(
+        None, ge=1, description="torch intra-op threads; default: the CPUs this process may use."
+    )
+    channels_last: bool = Field(True, description="Use the channels-last memory format for 4-D tensors.")
+
+
+class CPUBackend(Backend):
+    """PyTorch eager on the CPU, fp32."""
+
+    name = "cpu"
+    description = "PyTorch eager on the CPU (fp32, channels-last)"
+    Config = CPUConfig
+    auto_priority = 0
+
+    def setup(self) -> None:
+        threads = self.config.threads or len(os.sched_getaffinity(0))
+        torch.set_num_threads(threads)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def prepare(self, module: nn.Module) -> nn.Module:
+        module = module.to(self.device)
+        if self.config.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        return module
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device)
+        if self.config.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+class CUDAConfig(ComponentConfig):
+    device: str = Field("cuda", pattern=r"^cuda(:\d+)?$")
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field(
+        "auto", description="autocast precision; auto = bf16 where supported, else fp16"
+    )
+    compile: bool = Field(False, description="torch.compile the supernet/network (pays off on long runs)")
+    channels_last: bool = True
+    tf32: bool = True
+
+
+class CUDABackend(Backend):
+    """PyTorch eager (optionally compiled) on an NVIDIA GPU with mixed precision."""
+
+    name = "cuda"
+    description = "PyTorch on a CUDA GPU (bf16/fp16 autocast, optional torch.compile)"
+    Config = CUDAConfig
+    auto_priority = 10
+
+    @classmethod
+    def is_available(cls) -> bool:
+        return torch.cuda.is_available()
+
+    def setup(self) -> None:
+        if not torch.cuda.is_available():
+            from dnas_core import UsageError
+
+            raise UsageError("backend.type: cuda was requested but no CUDA device is available")
+        torch.cuda.set_device(self.device)
+        torch.backends.cuda.matmul.allow_tf32 = self.config.tf32
+        torch.backends.cudnn.allow_tf32 = self.config.tf32
+        torch.backends.cudnn.benchmark = True
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.config.device)
+
+    def _dtype(self) -> torch.dtype | None:
+        amp = self.config.amp
+        if amp == "off":
+            return None
+        if amp == "bf16" or (amp == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+            return torch.bfloat16
+        return torch.float16
+
+    def autocast(self) -> ContextManager[Any]:
+        dtype = self._dtype()
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=dtype)
+
+    def prepare(self, module: nn.Module) -> nn.Module:
+        module = module.to(self.device)
+        if self.config.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        return module
+
+    def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.config.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def synchronize(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+
+@hookimpl
+def dnas_register_backends():
+    return [CPUBackend, CUDABackend]

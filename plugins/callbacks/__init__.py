@@ -1,0 +1,1 @@
+"""Callbacks (loggers) that observe runs through the lifecycle hooks."""

@@ -1,0 +1,1 @@
+"""Exporters: write the derived network to a deployable file and verify it."""

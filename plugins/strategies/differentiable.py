@@ -1,0 +1,210 @@
+"""The shared search loop of differentiable (weight-sharing) strategies.
+
+One search step is an architecture update on a validation batch followed by a weight
+update on a training batch, as in DARTS. Strategies of the family change only what
+differs:
+
+* :meth:`DifferentiableStrategy.weight_fn`: logits -> mixing weights (softmax for
+  DARTS, Gumbel samples for GDAS, ...);
+* :meth:`DifferentiableStrategy.arch_step`: the architecture update (first-order by
+  default; second-order DARTS overrides it);
+* :meth:`DifferentiableStrategy.arch_regularizer`: an extra term of the architecture
+  loss (beta-decay, latency, ...);
+* :meth:`DifferentiableStrategy.supernet_options`: features the space must build into
+  the supernet (partial channels, ...);
+* :meth:`DifferentiableStrategy.on_epoch_start`: schedules (temperature, ...).
+
+During the architecture step the weights do not require gradients, so no weight
+gradient is computed; during the weight step the logits do not.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterator
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from dnas_core import ComponentConfig, MixWeights, RunFailed, SearchOutcome, Strategy
+from dnas_core.seeding import derive_seed, torch_generator
+from dnas_core.space import Network, Supernet
+from dnas_core.training import iterate_batches, lr_at, num_batches, set_lr
+
+
+class DifferentiableConfig(ComponentConfig):
+    epochs: int = Field(50, ge=1, description="search epochs")
+    batch_size: int = Field(64, ge=2)
+    w_lr: float = Field(0.025, gt=0, description="weight learning rate (SGD, cosine-annealed)")
+    w_lr_min: float = Field(0.001, ge=0)
+    w_momentum: float = Field(0.9, ge=0, lt=1)
+    w_weight_decay: float = Field(3e-4, ge=0)
+    grad_clip: float = Field(5.0, gt=0)
+    arch_lr: float = Field(3e-4, gt=0, description="architecture learning rate (Adam)")
+    arch_weight_decay: float = Field(1e-3, ge=0)
+    arch_beta1: float = Field(0.5, ge=0, lt=1)
+    arch_beta2: float = Field(0.999, ge=0, lt=1)
+    warmup_epochs: int = Field(0, ge=0, description="epochs of weight-only training before architecture updates")
+    eval_supernet: bool = Field(True, description="evaluate the supernet on the validation split every epoch")
+
+
+def cycle_batches(dataset, batch_size: int, seed: int, *keys: Any, device=None) -> Iterator[tuple[Any, torch.Tensor]]:
+    """Endless shuffled batches; pass ``n`` restarts with its own derived generator."""
+    for n in itertools.count():
+        gen = torch_generator(seed, *keys, n)
+        yield from iterate_batches(dataset, batch_size, shuffle=True, generator=gen,
+                                   drop_last=len(dataset) > batch_size, device=device)
+
+
+def _requires_grad(params: list[nn.Parameter], flag: bool) -> None:
+    for p in params:
+        p.requires_grad_(flag)
+
+
+class DifferentiableStrategy(Strategy):
+    """Base class of the differentiable family; see the module docstring."""
+
+    Config = DifferentiableConfig
+
+    # -- what subclasses change -------------------------------------------------------
+    def supernet_options(self) -> dict[str, Any]:
+        return {}
+
+    def weight_fn(self, alpha: torch.Tensor) -> MixWeights:
+        return MixWeights(torch.softmax(alpha, dim=-1))
+
+    def on_epoch_start(self, epoch: int, supernet: Supernet) -> None:
+        """Update schedules at the start of each epoch."""
+
+    def arch_regularizer(self, supernet: Supernet) -> torch.Tensor | None:
+        return None
+
+    def epoch_metrics(self, supernet: Supernet) -> dict[str, float]:
+        return {}
+
+    def arch_loss(self, net: Network, x: Any, y: torch.Tensor, loss_fn: nn.Module, backend: Any) -> torch.Tensor:
+        with backend.autocast():
+            loss = loss_fn(net(x).float(), y)
+        reg = self.arch_regularizer(net.body)
+        return loss if reg is None else loss + reg
+
+    def arch_step(self, net: Network, batch_a: tuple, batch_w: tuple, loss_fn: nn.Module, a_opt, w_opt, backend) -> float:
+        """First-order architecture update on a validation batch."""
+        weights = self._weights
+        _requires_grad(weights, False)
+        try:
+            a_opt.zero_grad(set_to_none=True)
+            loss = self.arch_loss(net, *batch_a, loss_fn, backend)
+            loss.backward()
+            a_opt.step()
+        finally:
+            _requires_grad(weights, True)
+        return float(loss.detach())
+
+    def weight_step(self, net: Network, batch_w: tuple, loss_fn: nn.Module, w_opt, backend) -> tuple[float, int]:
+        arch = net.body.arch_parameters()
+        _requires_grad(arch, False)
+        try:
+            x, y = batch_w
+            w_opt.zero_grad(set_to_none=True)
+            with backend.autocast():
+                out = net(x)
+                loss = loss_fn(out.float(), y)
+            if not torch.isfinite(loss):
+                raise RunFailed(f"search: the supernet loss became {float(loss)}; lower strategy.w_lr")
+            loss.backward()
+            nn.utils.clip_grad_norm_(self._weights, self.config.grad_clip)
+            w_opt.step()
+        finally:
+            _requires_grad(arch, True)
+        correct = int((out.argmax(1) == y).sum()) if out.dim() == 2 and y.dim() == 1 else 0
+        return float(loss.detach()), correct
+
+    # -- the loop ---------------------------------------------------------------------
+    def make_optimizers(self, net: Network) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+        cfg = self.config
+        w_opt = torch.optim.SGD(self._weights, lr=cfg.w_lr, momentum=cfg.w_momentum, weight_decay=cfg.w_weight_decay)
+        a_opt = torch.optim.Adam(net.body.arch_parameters(), lr=cfg.arch_lr, betas=(cfg.arch_beta1, cfg.arch_beta2),
+                                 weight_decay=cfg.arch_weight_decay)
+        return w_opt, a_opt
+
+    def search(self, run) -> SearchOutcome:
+        cfg = self.config
+        task, space, backend = run.task, run.space, run.backend
+        data, device, seed = run.data, run.device, run.seed
+        torch.manual_seed(derive_seed(seed, "search", "init"))
+        net = backend.prepare(space.build_supernet(task, **self.supernet_options()))
+        body: Supernet = net.body
+        body.weight_fn = self.weight_fn
+        arch_ids = {id(p) for p in body.arch_parameters()}
+        self._weights = [p for p in net.parameters() if id(p) not in arch_ids]
+        w_opt, a_opt = self.make_optimizers(net)
+        loss_fn = task.loss_fn().to(device)
+
+        start = 0
+        ckpt = run.load_checkpoint("search")
+        if ckpt is not None:
+            net.load_state_dict(ckpt["net"])
+            w_opt.load_state_dict(ckpt["w_opt"])
+            a_opt.load_state_dict(ckpt["a_opt"])
+            self.load_extra_state(ckpt.get("extra", {}))
+            start = int(ckpt["epoch"]) + 1
+            run.run_dir.truncate_metrics("search", start)
+
+        train, val = data.train, data.val
+        if len(val) == 0:
+            raise RunFailed("search: the task's validation split is empty; differentiable search needs one")
+        steps = num_batches(train, cfg.batch_size, drop_last=len(train) > cfg.batch_size)
+        with run.progress("search", cfg.epochs, steps, start_epoch=start) as bar:
+            for epoch in range(start, cfg.epochs):
+                set_lr(w_opt, lr_at(epoch, cfg.epochs, cfg.w_lr, "cosine", min_lr=cfg.w_lr_min))
+                self.on_epoch_start(epoch, body)
+                torch.manual_seed(derive_seed(seed, "search", "torch", epoch))
+                gen = torch_generator(seed, "search", "w", epoch)
+                val_batches = cycle_batches(val, cfg.batch_size, seed, "search", "a", epoch, device=device)
+                net.train()
+                tot_loss, tot_n, tot_correct, arch_losses = 0.0, 0, 0, []
+                for xw, yw in iterate_batches(train, cfg.batch_size, shuffle=True, generator=gen,
+                                              drop_last=len(train) > cfg.batch_size, device=device):
+                    if epoch >= cfg.warmup_epochs:
+                        arch_losses.append(self.arch_step(net, next(val_batches), (xw, yw), loss_fn, a_opt, w_opt, backend))
+                    loss, correct = self.weight_step(net, (xw, yw), loss_fn, w_opt, backend)
+                    tot_loss += loss * yw.shape[0]
+                    tot_n += yw.shape[0]
+                    tot_correct += correct
+                    bar.step(loss=tot_loss / tot_n)
+                metrics: dict[str, Any] = {"train_loss": tot_loss / max(tot_n, 1),
+                                           "train_accuracy": tot_correct / max(tot_n, 1)}
+                if arch_losses:
+                    metrics["arch_loss"] = sum(arch_losses) / len(arch_losses)
+                if cfg.eval_supernet:
+                    val_metrics = task.evaluate(net, val, device)
+                    metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
+                metrics.update(self.epoch_metrics(body))
+                metrics.update(self._arch_metrics(body))
+                run.log_epoch("search", epoch, metrics, progress=bar)
+                if (epoch + 1) % run.manifest.output.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+                    run.save_checkpoint("search", {"net": net.state_dict(), "w_opt": w_opt.state_dict(),
+                                                   "a_opt": a_opt.state_dict(), "epoch": epoch,
+                                                   "extra": self.extra_state()})
+        summary = {"epochs": cfg.epochs, "arch_weights": body.arch_snapshot(),
+                   "arch_labels": [list(lbl) for lbl in body.arch_labels()]}
+        return SearchOutcome(supernet=net, summary=summary)
+
+    def extra_state(self) -> dict[str, Any]:
+        """Strategy state to checkpoint besides the networks and optimizers."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    @staticmethod
+    def _arch_metrics(body: Supernet) -> dict[str, float]:
+        out = {}
+        snap = body.arch_snapshot()
+        for name, rows, cols in body.arch_labels():
+            for r, row in zip(rows, snap[name], strict=True):
+                for c, v in zip(cols, row, strict=True):
+                    out[f"arch/{name}/{r}/{c}"] = round(float(v), 5)
+        return out

@@ -1,0 +1,229 @@
+"""NAS-Bench-201 operations and the fast search cell.
+
+Operations (NAS-Bench-201 order): ``none``, ``skip_connect``, ``nor_conv_1x1``,
+``nor_conv_3x3`` (ReLU -> Conv -> BN), ``avg_pool_3x3`` (stride 1, padding not
+counted).
+
+:class:`SearchCell` computes exactly the DARTS mixed operation
+``node_j = sum_i sum_op w[ij, op] * op(node_i)`` but organises the work by *source*
+node: every convolution leaving node ``i`` reads the same ``relu(node_i)``, so the
+1x1 (and the 3x3) convolutions of all its outgoing edges run as one convolution with
+``n_out * C`` output channels, and one batch norm whose scale is the mixing weight
+(``w * BN(y)`` is batch norm with weight ``w``). Pooling is linear, so the pooled
+terms of a target node are pooled once: ``pool(sum_i w_i x_i)``. ``none`` costs
+nothing. :func:`reference_cell_forward` is the textbook per-edge weighted sum with the
+same parameters; a test holds the two equal.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dnas_core import MixWeights
+
+OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+#: Edges (to, from) in arch-string order: node1<-0 | node2<-0, node2<-1 | node3<-0, node3<-1, node3<-2.
+EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
+NUM_NODES = 4
+I_NONE, I_SKIP, I_C1, I_C3, I_POOL = range(5)
+
+
+def out_edges(i: int) -> list[int]:
+    """Indices (into EDGES) of the edges leaving node ``i``."""
+    return [e for e, (_, src) in enumerate(EDGES) if src == i]
+
+
+def avg_pool(x: torch.Tensor) -> torch.Tensor:
+    return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+
+
+class ReLUConvBN(nn.Module):
+    def __init__(self, c_in: int, c_out: int, k: int, stride: int, padding: int, affine: bool = True, track: bool = True):
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_out, k, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(c_out, affine=affine, track_running_stats=track),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class ResBlock(nn.Module):
+    """NAS-Bench-201's reduction block (ResNet basic block, stride 2)."""
+
+    def __init__(self, c_in: int, c_out: int, affine: bool = True, track: bool = True):
+        super().__init__()
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, 2, 1, affine, track)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3, 1, 1, affine, track)
+        self.downsample = nn.Sequential(nn.AvgPool2d(2, 2), nn.Conv2d(c_in, c_out, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample(x) + self.conv_b(self.conv_a(x))
+
+
+class _SourceConvs(nn.Module):
+    """The 1x1 and 3x3 convolutions of all edges leaving one node, batched."""
+
+    def __init__(self, c: int, n_out: int, track: bool):
+        super().__init__()
+        self.c, self.n_out = c, n_out
+        self.conv1 = nn.Conv2d(c, c * n_out, 1, bias=False)
+        self.conv3 = nn.Conv2d(c, c * n_out, 3, padding=1, bias=False)
+        self.track = track
+        for name in ("bn1", "bn3"):
+            self.register_buffer(f"{name}_mean", torch.zeros(c * n_out))
+            self.register_buffer(f"{name}_var", torch.ones(c * n_out))
+
+    def bn(self, y: torch.Tensor, which: str, weight: torch.Tensor, sl: slice | None = None) -> torch.Tensor:
+        mean, var = getattr(self, f"{which}_mean"), getattr(self, f"{which}_var")
+        if sl is not None:
+            mean, var = mean[sl], var[sl]
+        use_batch = self.training or not self.track
+        return F.batch_norm(
+            y, mean if self.track else None, var if self.track else None, weight=weight, bias=None,
+            training=use_batch, momentum=0.1, eps=1e-5,
+        )
+
+
+class SearchCell(nn.Module):
+    """The NAS-Bench-201 cell with every operation on every edge (see module doc)."""
+
+    def __init__(self, c: int, track: bool = True):
+        super().__init__()
+        self.c = c
+        self.sources = nn.ModuleList([_SourceConvs(c, len(out_edges(i)), track) for i in range(NUM_NODES - 1)])
+
+    def forward(self, x: torch.Tensor, mix: MixWeights) -> torch.Tensor:
+        if mix.index is not None:
+            return self._forward_hard(x, mix.weights, mix.index)
+        return self._forward_dense(x, mix.weights)
+
+    def _forward_dense(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        c = self.c
+        nodes = [x]
+        conv_terms: list[list[torch.Tensor]] = [[] for _ in range(NUM_NODES)]
+        for j in range(1, NUM_NODES):
+            i = j - 1  # the newest node: emit its convolutions for all its targets
+            src = self.sources[i]
+            edges = out_edges(i)
+            r = F.relu(nodes[i])
+            y1 = src.bn(src.conv1(r), "bn1", w[edges, I_C1].repeat_interleave(c))
+            y3 = src.bn(src.conv3(r), "bn3", w[edges, I_C3].repeat_interleave(c))
+            for k, e in enumerate(edges):
+                target = EDGES[e][0]
+                conv_terms[target].append(y1[:, k * c : (k + 1) * c])
+                conv_terms[target].append(y3[:, k * c : (k + 1) * c])
+            incoming = [e for e, (t, _) in enumerate(EDGES) if t == j]
+            skip = None
+            pool_in = None
+            for e in incoming:
+                xi = nodes[EDGES[e][1]]
+                s = w[e, I_SKIP] * xi
+                p = w[e, I_POOL] * xi
+                skip = s if skip is None else skip + s
+                pool_in = p if pool_in is None else pool_in + p
+            out = skip + avg_pool(pool_in)
+            for t in conv_terms[j]:
+                out = out + t
+            nodes.append(out)
+        return nodes[-1]
+
+    def _forward_hard(self, x: torch.Tensor, w: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        c = self.c
+        idx = index.tolist()
+        nodes = [x]
+        relu_cache: dict[int, torch.Tensor] = {}
+        for j in range(1, NUM_NODES):
+            out = None
+            for e, (t, i) in enumerate(EDGES):
+                if t != j or idx[e] == I_NONE:
+                    continue
+                op, xi, we = idx[e], nodes[i], w[e, idx[e]]
+                if op == I_SKIP:
+                    y = we * xi
+                elif op == I_POOL:
+                    y = we * avg_pool(xi)
+                else:
+                    src = self.sources[i]
+                    k = out_edges(i).index(e)
+                    sl = slice(k * c, (k + 1) * c)
+                    if i not in relu_cache:
+                        relu_cache[i] = F.relu(xi)
+                    conv, which = (src.conv1, "bn1") if op == I_C1 else (src.conv3, "bn3")
+                    y = F.conv2d(relu_cache[i], conv.weight[sl], padding=conv.padding)
+                    y = src.bn(y, which, we.expand(c), sl)
+                out = y if out is None else out + y
+            nodes.append(out if out is not None else torch.zeros_like(x))
+        return nodes[-1]
+
+
+def reference_cell_forward(cell: SearchCell, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The textbook DARTS mixed op with ``cell``'s parameters: for every edge, every
+    operation computed separately and summed with its weight (BN in training mode)."""
+    c = cell.c
+    nodes = [x]
+    for j in range(1, NUM_NODES):
+        total = torch.zeros_like(x)
+        for e, (t, i) in enumerate(EDGES):
+            if t != j:
+                continue
+            xi = nodes[i]
+            src = cell.sources[i]
+            k = out_edges(i).index(e)
+            sl = slice(k * c, (k + 1) * c)
+            outs = [
+                xi * 0.0,
+                xi,
+                F.batch_norm(F.conv2d(F.relu(xi), src.conv1.weight[sl]), None, None, training=True),
+                F.batch_norm(F.conv2d(F.relu(xi), src.conv3.weight[sl], padding=1), None, None, training=True),
+                avg_pool(xi),
+            ]
+            total = total + sum(w[e, o] * outs[o] for o in range(len(OPS)))
+        nodes.append(total)
+    return nodes[-1]
+
+
+class InferCell(nn.Module):
+    """A NAS-Bench-201 cell with one operation per edge."""
+
+    def __init__(self, ops: tuple[str, ...], c: int):
+        super().__init__()
+        self.ops = tuple(ops)
+        self.edges = nn.ModuleDict()
+        for (t, i), op in zip(EDGES, self.ops, strict=True):
+            if op == "none":
+                continue
+            self.edges[f"{t}_{i}"] = make_op(op, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nodes = [x]
+        for j in range(1, NUM_NODES):
+            out = None
+            for (t, i), op in zip(EDGES, self.ops, strict=True):
+                if t != j or op == "none":
+                    continue
+                y = self.edges[f"{t}_{i}"](nodes[i])
+                out = y if out is None else out + y
+            nodes.append(out if out is not None else torch.zeros_like(x))
+        return nodes[-1]
+
+
+class AvgPool(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return avg_pool(x)
+
+
+def make_op(op: str, c: int) -> nn.Module:
+    if op == "skip_connect":
+        return nn.Identity()
+    if op == "nor_conv_1x1":
+        return ReLUConvBN(c, c, 1, 1, 0)
+    if op == "nor_conv_3x3":
+        return ReLUConvBN(c, c, 3, 1, 1)
+    if op == "avg_pool_3x3":
+        return AvgPool()
+    raise ValueError(f"unknown NAS-Bench-201 operation {op!r}")

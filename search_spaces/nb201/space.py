@@ -1,0 +1,206 @@
+"""The NAS-Bench-201 (NATS-Bench topology) search space.
+
+Macro skeleton as in NAS-Bench-201: ``N`` cells at width ``C``, a residual reduction
+block to ``2C``, ``N`` cells, a reduction block to ``4C``, ``N`` cells, then BN-ReLU.
+The task supplies the stem before it and the head after it. One set of architecture
+logits (6 edges x 5 operations) is shared by all cells. The genotype prints in the
+exact NAS-Bench-201 arch-string format, so it can be looked up in the benchmark's
+tables.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from dnas_core import (
+    ComponentConfig,
+    Genotype,
+    GraphEncoding,
+    IncompatibleError,
+    MixWeights,
+    Network,
+    SearchSpace,
+    Supernet,
+)
+
+from .ops import EDGES, OPS, InferCell, ResBlock, SearchCell
+
+#: Node types of the graph encoding: the input, the five operations, the output.
+NODE_TYPES: tuple[str, ...] = ("input", *OPS, "output")
+
+
+def arch_string(ops: tuple[str, ...] | list[str]) -> str:
+    """``('nor_conv_3x3', ...)`` -> ``|nor_conv_3x3~0|+|...~0|...~1|+|...|``."""
+    parts, e = [], 0
+    for j in range(1, 4):
+        parts.append("|" + "|".join(f"{ops[e + i]}~{i}" for i in range(j)) + "|")
+        e += j
+    return "+".join(parts)
+
+
+def parse_arch_string(text: str) -> tuple[str, ...]:
+    """Inverse of :func:`arch_string`; ``ValueError`` on anything else."""
+    nodes = text.strip().split("+")
+    if len(nodes) != 3:
+        raise ValueError(f"not a NAS-Bench-201 arch string (need 3 nodes separated by '+'): {text!r}")
+    ops = []
+    for j, node in enumerate(nodes, start=1):
+        items = [s for s in node.strip("|").split("|") if s]
+        if len(items) != j:
+            raise ValueError(f"node {j} of {text!r} has {len(items)} inputs, expected {j}")
+        for i, item in enumerate(items):
+            op, _, src = item.partition("~")
+            if op not in OPS or src != str(i):
+                raise ValueError(f"bad edge {item!r} in {text!r}")
+            ops.append(op)
+    return tuple(ops)
+
+
+def _graph_adjacency() -> np.ndarray:
+    """Fixed DAG of the op-on-node encoding: input, one node per edge, output."""
+    n = len(EDGES) + 2
+    adj = np.zeros((n, n), dtype=np.float32)
+    for e, (t, i) in enumerate(EDGES):
+        if i == 0:
+            adj[0, e + 1] = 1
+        for e2, (t2, i2) in enumerate(EDGES):
+            if i2 == t:
+                adj[e + 1, e2 + 1] = 1
+        if t == 3:
+            adj[e + 1, n - 1] = 1
+    return adj
+
+
+GRAPH_ADJACENCY = _graph_adjacency()
+
+
+class NB201Config(ComponentConfig):
+    C: int = Field(16, ge=1, description="width of the first stage (NAS-Bench-201: 16)")
+    N: int = Field(5, ge=1, description="cells per stage (NAS-Bench-201: 5)")
+    retrain_C: Optional[int] = Field(None, ge=1, description="width of the retrained network (default: C)")
+    retrain_N: Optional[int] = Field(None, ge=1, description="cells per stage when retraining (default: N)")
+    init_scale: float = Field(1e-3, gt=0, description="std of the initial architecture logits")
+
+
+class NB201Body(Supernet):
+    """The supernet body: search cells sharing one (6, 5) logit tensor."""
+
+    def __init__(self, C: int, N: int, init_scale: float = 1e-3):
+        super().__init__()
+        self.alpha = nn.Parameter(init_scale * torch.randn(len(EDGES), len(OPS)))
+        layers: list[nn.Module] = []
+        c = C
+        for stage in range(3):
+            if stage:
+                layers.append(ResBlock(c, 2 * c))
+                c *= 2
+            layers += [SearchCell(c) for _ in range(N)]
+        self.layers = nn.ModuleList(layers)
+        self.lastact = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+        self.out_channels = c
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.alpha]
+
+    def arch_labels(self):
+        return [("cell", [f"{t}<-{i}" for t, i in EDGES], list(OPS))]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mix: MixWeights = self.weight_fn(self.alpha)
+        for layer in self.layers:
+            x = layer(x, mix) if isinstance(layer, SearchCell) else layer(x)
+        return self.lastact(x)
+
+
+class NB201Net(nn.Module):
+    """The discrete body for one genotype."""
+
+    def __init__(self, ops: tuple[str, ...], C: int, N: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = C
+        for stage in range(3):
+            if stage:
+                layers.append(ResBlock(c, 2 * c))
+                c *= 2
+            layers += [InferCell(ops, c) for _ in range(N)]
+        self.layers = nn.Sequential(*layers)
+        self.lastact = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+        self.out_channels = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lastact(self.layers(x))
+
+
+class NB201Space(SearchSpace):
+    """NAS-Bench-201 cell space: 6 edges x 5 operations, 15,625 architectures."""
+
+    name = "nb201"
+    description = "NAS-Bench-201 cell space (5 ops on 6 edges, 15,625 cells)"
+    Config = NB201Config
+    modalities = frozenset({"image"})
+
+    def build_supernet(self, task: Any, **options: Any) -> Network:
+        if options:
+            raise IncompatibleError(f"search space nb201 does not support the supernet options {sorted(options)}")
+        cfg = self.config
+        body = NB201Body(cfg.C, cfg.N, cfg.init_scale)
+        return Network(task.make_stem(cfg.C), body, task.make_head(body.out_channels))
+
+    def derive(self, supernet: Network) -> Genotype:
+        alpha = supernet.body.alpha.detach()
+        return self.genotype(tuple(OPS[int(k)] for k in alpha.argmax(dim=-1)))
+
+    def genotype(self, ops: tuple[str, ...]) -> Genotype:
+        ops = tuple(ops)
+        if len(ops) != len(EDGES) or any(o not in OPS for o in ops):
+            raise ValueError(f"a NAS-Bench-201 genotype is 6 ops from {OPS}, got {ops}")
+        return Genotype(self.name, ops, text=arch_string(ops))
+
+    def from_string(self, text: str) -> Genotype:
+        return self.genotype(parse_arch_string(text))
+
+    def build_network(self, genotype: Genotype, task: Any) -> Network:
+        self.check_genotype(genotype)
+        cfg = self.config
+        C, N = cfg.retrain_C or cfg.C, cfg.retrain_N or cfg.N
+        body = NB201Net(tuple(genotype.spec), C, N)
+        return Network(task.make_stem(C), body, task.make_head(body.out_channels))
+
+    def sample(self, rng: np.random.Generator) -> Genotype:
+        return self.genotype(tuple(OPS[int(k)] for k in rng.integers(0, len(OPS), size=len(EDGES))))
+
+    def all_genotypes(self):
+        """Every one of the 15,625 cells (not in NAS-Bench-201's index order; look cells
+        up by arch string)."""
+        import itertools
+
+        for combo in itertools.product(range(len(OPS)), repeat=len(EDGES)):
+            yield self.genotype(tuple(OPS[k] for k in combo))
+
+    def encode(self, genotype: Genotype) -> GraphEncoding:
+        self.check_genotype(genotype)
+        ops = np.zeros((len(EDGES) + 2, len(NODE_TYPES)), dtype=np.float32)
+        ops[0, 0] = 1
+        ops[-1, -1] = 1
+        for e, op in enumerate(genotype.spec):
+            ops[e + 1, NODE_TYPES.index(op)] = 1
+        return GraphEncoding(GRAPH_ADJACENCY.copy(), ops, NODE_TYPES)
+
+    def decode(self, graph: GraphEncoding) -> Genotype:
+        if graph.op_names != NODE_TYPES or graph.num_nodes != len(EDGES) + 2:
+            raise ValueError("graph does not use the NAS-Bench-201 encoding")
+        if not np.array_equal(graph.adjacency > 0.5, GRAPH_ADJACENCY > 0.5):
+            raise ValueError("graph adjacency is not the NAS-Bench-201 cell DAG")
+        types = graph.ops.argmax(axis=1)
+        if types[0] != 0 or types[-1] != len(NODE_TYPES) - 1:
+            raise ValueError("graph must start with the input node and end with the output node")
+        inner = [NODE_TYPES[t] for t in types[1:-1]]
+        if any(t in ("input", "output") for t in inner):
+            raise ValueError("an edge node of the graph decodes to input/output instead of an operation")
+        return self.genotype(tuple(inner))

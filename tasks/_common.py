@@ -1,0 +1,56 @@
+"""Helpers shared by the built-in tasks: data paths, reproducible splits."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from dnas_core import DataError
+
+#: Where the project's shared data lives relative to the working directory; a
+#: manifest's ``path`` wins, then ``DNAS_DATA_ROOT``.
+DEFAULT_DATA_ROOT = Path("../shared/data")
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("DNAS_DATA_ROOT", DEFAULT_DATA_ROOT))
+
+
+def resolve_path(path: str | None, default_rel: str, what: str, expected: str) -> Path:
+    """The manifest's path, else ``<data root>/<default_rel>``; a clear error naming the
+    path and the expected format when it is missing."""
+    p = Path(path).expanduser() if path else data_root() / default_rel
+    if not p.exists():
+        hint = "" if path else f" (no path given in the manifest; looked under the data root {data_root()}, set DNAS_DATA_ROOT or task.path)"
+        raise DataError(f"{what}: {p} does not exist{hint}; expected {expected}")
+    return p
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held_out) with ``fraction`` of every class held out."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    if fraction <= 0:
+        return idx, idx[:0]
+    counts = np.bincount(labels.astype(np.int64)) if labels.size else np.array([])
+    strat = labels if counts.size and counts[counts > 0].min() >= 2 else None
+    keep, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
+    return np.sort(keep), np.sort(held)
+
+
+def subsample(indices: np.ndarray, limit: int | None, labels: np.ndarray, seed: int) -> np.ndarray:
+    """At most ``limit`` indices, stratified by label, reproducible."""
+    if limit is None or limit >= len(indices):
+        return indices
+    _, chosen = stratified_split(labels[indices], limit / len(indices), seed)
+    return indices[chosen]
+
+
+def check_labels(labels: Sequence[int] | np.ndarray, num_classes: int, where: str) -> None:
+    arr = np.asarray(labels)
+    if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+        raise DataError(f"{where}: labels outside 0..{num_classes - 1} (found {arr.min()}..{arr.max()})")

@@ -14,7 +14,7 @@ space builds only the body between the task's stem and head (see :class:`Network
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -37,6 +37,11 @@ class MixWeights:
 
     weights: torch.Tensor
     index: torch.Tensor | None = None
+    #: Optional boolean mask of shape ``(num_edges, num_ops)``: compute exactly these
+    #: operations, even where their weight is zero, so that a zero-valued gate still
+    #: receives a gradient (ProxylessNAS's two-path binary gates). Only spaces that
+    #: accept the supernet option ``active_paths=True`` honour it.
+    active: torch.Tensor | None = None
 
 
 #: A strategy's rule for turning architecture logits into mixing weights.
@@ -92,8 +97,24 @@ class Network(nn.Module):
         return self.head(self.body(self.stem(x)))
 
 
+class LatencyOp(NamedTuple):
+    """One latency-relevant operator of a space: a stable ``key``, a module that
+    computes it, and the shape of one input without the batch axis. Operators with the
+    same key must have the same cost (same op, widths, stride and input size)."""
+
+    key: str
+    module: nn.Module
+    input_shape: tuple[int, ...]
+
+
 class SearchSpace(Component):
-    """Base class of search spaces."""
+    """Base class of search spaces.
+
+    Spaces that implement the three latency methods (:meth:`latency_ops`,
+    :meth:`genotype_ops`, :meth:`arch_op_keys`) get hardware-aware search: a per-operator
+    latency table (:mod:`dnas_core.latency`) predicts the latency of any genotype, and
+    differentiable strategies get an expected-latency term of the architecture weights.
+    """
 
     #: The task modalities this space can serve (see :class:`dnas_core.IOSpec`).
     modalities: ClassVar[frozenset[str]] = frozenset()
@@ -134,6 +155,50 @@ class SearchSpace(Component):
 
     def format(self, genotype: Genotype) -> str:
         return genotype.text or str(genotype.spec)
+
+    def from_string(self, text: str) -> Genotype:
+        """Parse the space's human-readable form (the inverse of :meth:`format`);
+        ``ValueError`` for text that is not an architecture of this space."""
+        raise IncompatibleError(f"search space {self.name!r} has no text form for genotypes; give the spec as JSON")
+
+    # -- hand-designed baseline -----------------------------------------------------
+    def baseline(self, task: Any) -> Genotype:
+        """The space's hand-designed reference architecture for ``task`` (e.g. an MLP
+        for a tabular space), trained by the same trainer as searched ones. The
+        ``fixed`` strategy returns it; spaces without one keep this default."""
+        raise IncompatibleError(
+            f"search space {self.name!r} offers no hand-designed baseline; give the architecture "
+            f"in strategy.genotype (JSON spec or the space's text form)"
+        )
+
+    # -- latency (optional) ---------------------------------------------------------
+    def latency_ops(self, task: Any) -> list[LatencyOp]:
+        """Every operator whose cost a genotype of this space can include, as it runs
+        in :meth:`build_network` for ``task`` (fixed parts such as the stem, the head
+        and reduction blocks included). Each key is listed once."""
+        raise NotImplementedError
+
+    def genotype_ops(self, genotype: Genotype, task: Any) -> list[str]:
+        """The keys of :meth:`latency_ops` that the network of ``genotype`` runs, with
+        repetition (a key used by 5 cells appears 5 times)."""
+        raise NotImplementedError
+
+    def arch_op_keys(self, supernet: Network, task: Any) -> tuple[list[str], list[list[list[list[str]]]]]:
+        """How the architecture parameters of ``supernet`` map to operator keys.
+
+        Returns ``(fixed, per_tensor)``: ``fixed`` the keys every genotype runs, and
+        for each tensor of :meth:`Supernet.arch_parameters` a ``rows x cols`` nested
+        list whose entry is the list of keys that choosing column ``c`` in row ``r``
+        adds to the network. The expected latency of a mixing distribution is then
+        ``sum(fixed) + sum_{t,r,c} w_t[r, c] * sum(keys[t][r][c])``.
+        """
+        raise NotImplementedError
+
+    def supports_latency(self) -> bool:
+        """Whether this space implements the latency methods."""
+        cls = type(self)
+        return all(getattr(cls, m) is not getattr(SearchSpace, m)
+                   for m in ("latency_ops", "genotype_ops", "arch_op_keys"))
 
     def check_genotype(self, genotype: Genotype) -> None:
         if genotype.space != self.name:

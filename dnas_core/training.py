@@ -120,6 +120,79 @@ def check_finite(loss: torch.Tensor, where: str) -> bool:
     return bool(torch.isfinite(loss).item())
 
 
+class DivergenceGuard:
+    """The ``train.divergence`` policy of one training loop (retraining or search).
+
+    Call :meth:`loss_ok` before ``backward`` and :meth:`grads_ok` with the gradient norm
+    before ``optimizer.step``: ``True`` means go on, ``False`` means skip this step (the
+    gradients are cleared). ``fail`` raises :class:`RunFailed` at the first non-finite
+    value; ``skip_step`` skips the step; ``reduce_lr`` skips it and multiplies the
+    learning rate of every optimizer by ``lr_factor`` (kept in :attr:`lr_scale`, which
+    the loop applies to its schedule and checkpoints). More than ``max_skips``
+    consecutive bad steps fail the run. :meth:`check_params` refuses to let non-finite
+    weights reach a checkpoint.
+    """
+
+    def __init__(self, stage: str, policy: str = "fail", lr_factor: float = 0.5, max_skips: int = 20):
+        self.stage, self.policy, self.lr_factor, self.max_skips = stage, policy, lr_factor, max_skips
+        self.skipped = 0
+        self.consecutive = 0
+        self.lr_scale = 1.0
+
+    @classmethod
+    def from_train_config(cls, stage: str, cfg: Any) -> DivergenceGuard:
+        return cls(stage, getattr(cfg, "divergence", "fail"), getattr(cfg, "divergence_lr_factor", 0.5),
+                   getattr(cfg, "divergence_max_skips", 20))
+
+    def state(self) -> dict[str, float]:
+        return {"skipped": self.skipped, "lr_scale": self.lr_scale}
+
+    def load_state(self, state: dict[str, Any] | None) -> None:
+        if state:
+            self.skipped = int(state.get("skipped", 0))
+            self.lr_scale = float(state.get("lr_scale", 1.0))
+
+    def loss_ok(self, loss: torch.Tensor, epoch: int, optimizers: Sequence[torch.optim.Optimizer]) -> bool:
+        if bool(torch.isfinite(loss).all()):
+            return True
+        return self._bad(f"the loss became {float(loss.detach().float().reshape(-1)[0])}", epoch, optimizers)
+
+    def grads_ok(self, grad_norm: torch.Tensor | float, epoch: int, optimizers: Sequence[torch.optim.Optimizer]) -> bool:
+        if math.isfinite(float(grad_norm)):
+            self.consecutive = 0
+            return True
+        return self._bad(f"the gradient norm became {float(grad_norm)}", epoch, optimizers)
+
+    def _bad(self, what: str, epoch: int, optimizers: Sequence[torch.optim.Optimizer]) -> bool:
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        if self.policy == "fail":
+            raise RunFailed(
+                f"{self.stage}: {what} at epoch {epoch}; lower the learning rate or set "
+                f"train.divergence: skip_step or reduce_lr"
+            )
+        self.skipped += 1
+        self.consecutive += 1
+        if self.consecutive > self.max_skips:
+            raise RunFailed(
+                f"{self.stage}: {what} on {self.consecutive} consecutive steps at epoch {epoch} despite "
+                f"train.divergence: {self.policy} (lr scale {self.lr_scale:.3g}); stopped before writing a "
+                f"checkpoint; lower the learning rate"
+            )
+        if self.policy == "reduce_lr":
+            self.lr_scale *= self.lr_factor
+            for opt in optimizers:
+                for group in opt.param_groups:
+                    group["lr"] *= self.lr_factor
+        return False
+
+    def check_params(self, model: nn.Module, epoch: int) -> None:
+        for name, p in model.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                raise RunFailed(f"{self.stage}: parameter {name} is no longer finite after epoch {epoch}; "
+                                f"the last good checkpoint is kept, this state is not saved")
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -146,17 +219,19 @@ def fit(run: Any, model: nn.Module, stage: str = "retrain") -> dict[str, float]:
     loss_fn = loss_fn.to(device)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
     start, last = 0, {}
+    guard = DivergenceGuard.from_train_config(stage, cfg)
     ckpt = run.load_checkpoint(stage)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start, last = int(ckpt["epoch"]) + 1, dict(ckpt.get("last", {}))
+        guard.load_state(ckpt.get("divergence"))
         run.run_dir.truncate_metrics(stage, start)
     steps = num_batches(train_set, cfg.batch_size, drop_last=len(train_set) > cfg.batch_size)
-    skipped = 0
+    params = [p for p in model.parameters() if p.requires_grad]
     with run.progress(stage, cfg.epochs, steps, start_epoch=start) as bar:
         for epoch in range(start, cfg.epochs):
-            set_lr(optimizer, lr_at(epoch, cfg.epochs, cfg.lr, cfg.scheduler, cfg.warmup_epochs))
+            set_lr(optimizer, guard.lr_scale * lr_at(epoch, cfg.epochs, cfg.lr, cfg.scheduler, cfg.warmup_epochs))
             torch.manual_seed(derive_seed(run.seed, stage, "torch", epoch))
             gen = torch_generator(run.seed, stage, "batches", epoch)
             model.train()
@@ -168,19 +243,14 @@ def fit(run: Any, model: nn.Module, stage: str = "retrain") -> dict[str, float]:
                 with backend.autocast():
                     out = model(inputs)
                     loss = loss_fn(out.float(), target)
-                if not check_finite(loss, stage):
-                    if cfg.divergence == "skip_step":
-                        skipped += 1
-                        optimizer.zero_grad(set_to_none=True)
-                        continue
-                    raise RunFailed(
-                        f"{stage}: loss became {loss.item()} at epoch {epoch}; lower train.lr or set "
-                        f"train.divergence: skip_step"
-                    )
+                if not guard.loss_ok(loss, epoch, [optimizer]):
+                    continue
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if cfg.grad_clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                # clip_grad_norm_ returns the norm before clipping; max_norm=inf only measures it.
+                norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf"))
+                if not guard.grads_ok(norm, epoch, [optimizer]):
+                    continue
                 optimizer.step()
                 n = target.shape[0]
                 total += float(loss.detach()) * n
@@ -191,16 +261,19 @@ def fit(run: Any, model: nn.Module, stage: str = "retrain") -> dict[str, float]:
             metrics: dict[str, float] = {"train_loss": total / max(count, 1), "lr": optimizer.param_groups[0]["lr"]}
             if correct:
                 metrics["train_accuracy"] = correct / max(count, 1)
-            if skipped:
-                metrics["skipped_steps"] = skipped
+            if guard.skipped:
+                metrics["skipped_steps"] = guard.skipped
+                metrics["lr_scale"] = guard.lr_scale
             if not cfg.include_val and len(data.val) and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
                 val = task.evaluate(model, data.val, device)
                 metrics.update({f"val_{k}": v for k, v in val.items()})
             last = metrics
             run.log_epoch(stage, epoch, metrics, progress=bar)
             if (epoch + 1) % run.manifest.output.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+                guard.check_params(model, epoch)
                 run.save_checkpoint(
-                    stage, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "last": last}
+                    stage, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                            "last": last, "divergence": guard.state()}
                 )
     return last
 

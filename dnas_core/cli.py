@@ -43,6 +43,16 @@ def _parser() -> argparse.ArgumentParser:
                        description="Print the JSON schema of the manifest for the installed plugins.")
     s.add_argument("--kind", help="only the config schemas of one component kind (task, space, strategy, ...)")
 
+    sh = sub.add_parser("show", help="summarise a run directory in the terminal",
+                        description="Print the status, architecture, metrics and timings of a run (finished or not).")
+    sh.add_argument("run_dir")
+
+    c = sub.add_parser("compare", help="compare runs side by side",
+                       description="Print a side-by-side table of runs and write their learning curves overlaid.")
+    c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    c.add_argument("--plot", default="compare.png", help="PNG of the overlaid curves (default: compare.png)")
+    c.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
+
     e = sub.add_parser("export", help="export a finished run again",
                        description="Re-export the retrained network of a finished run and verify it.")
     e.add_argument("run_dir")
@@ -90,6 +100,19 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         metric = result["primary_metric"]
         print(json.dumps({"run_dir": str(path), metric: result["test_metrics"].get(metric),
                           "genotype": result["genotype"]["text"], "onnx_max_abs_diff": result.get("onnx_max_abs_diff")}))
+        return 0
+
+    if args.command == "show":
+        from .runview import show
+
+        print(show(args.run_dir))
+        return 0
+
+    if args.command == "compare":
+        from .runview import compare
+
+        text, data = compare(args.run_dirs, png=args.plot)
+        print(json.dumps(data, indent=2) if args.json else text)
         return 0
 
     pm = get_plugin_manager()

@@ -53,8 +53,15 @@ class TrainConfig(_Section):
         description="Retrain on train+val (the search used val for the architecture); "
         "false keeps val apart and reports val metrics per epoch.",
     )
-    divergence: Literal["fail", "skip_step"] = Field(
-        "fail", description="What a NaN/inf loss does: end the run with a clear error, or skip that step."
+    divergence: Literal["fail", "skip_step", "reduce_lr"] = Field(
+        "fail",
+        description="What a NaN/inf loss or gradient does, in retraining and in the search loop: end the run "
+        "with a clear error (fail), skip that step (skip_step), or skip it and multiply the learning rates "
+        "by divergence_lr_factor (reduce_lr).",
+    )
+    divergence_lr_factor: float = Field(0.5, gt=0, lt=1, description="LR multiplier of the reduce_lr policy.")
+    divergence_max_skips: int = Field(
+        20, ge=1, description="Consecutive non-finite steps tolerated by skip_step/reduce_lr before the run fails."
     )
 
 

@@ -216,10 +216,11 @@ class Orchestrator:
         return info
 
     def report(self) -> dict[str, Any]:
-        """Plots and ``report.md``."""
+        """Plots, ``report.md`` and the self-contained ``report.html``."""
         from .report import write_report
 
-        return write_report(self.ctx, self._partial_result())
+        network = self._network()
+        return write_report(self.ctx, self._partial_result(), network=network)
 
     # -- helpers --------------------------------------------------------------------
     def _network(self):

@@ -30,7 +30,7 @@ from torch import nn
 from dnas_core import ComponentConfig, MixWeights, RunFailed, SearchOutcome, Strategy
 from dnas_core.seeding import derive_seed, torch_generator
 from dnas_core.space import Network, Supernet
-from dnas_core.training import iterate_batches, lr_at, num_batches, set_lr
+from dnas_core.training import DivergenceGuard, iterate_batches, lr_at, num_batches, set_lr
 
 
 class DifferentiableConfig(ComponentConfig):
@@ -96,7 +96,13 @@ class DifferentiableStrategy(Strategy):
         try:
             a_opt.zero_grad(set_to_none=True)
             loss = self.arch_loss(net, *batch_a, loss_fn, backend)
+            guard = self._divergence_guard()
+            if not guard.loss_ok(loss, self.epoch, self._optimizers):
+                return float("nan")
             loss.backward()
+            norm = nn.utils.clip_grad_norm_(net.body.arch_parameters(), float("inf"))
+            if not guard.grads_ok(norm, self.epoch, self._optimizers):
+                return float("nan")
             a_opt.step()
         finally:
             _requires_grad(weights, True)
@@ -111,15 +117,32 @@ class DifferentiableStrategy(Strategy):
             with backend.autocast():
                 out = net(x)
                 loss = loss_fn(out.float(), y)
-            if not torch.isfinite(loss):
-                raise RunFailed(f"search: the supernet loss became {float(loss)}; lower strategy.w_lr")
+            guard = self._divergence_guard()
+            if not guard.loss_ok(loss, self.epoch, self._optimizers):
+                return float("nan"), 0
             loss.backward()
-            nn.utils.clip_grad_norm_(self._weights, self.config.grad_clip)
+            norm = nn.utils.clip_grad_norm_(self._weights, self.config.grad_clip)
+            if not guard.grads_ok(norm, self.epoch, self._optimizers):
+                return float("nan"), 0
             w_opt.step()
         finally:
             _requires_grad(arch, True)
         correct = int((out.argmax(1) == y).sum()) if out.dim() == 2 and y.dim() == 1 else 0
         return float(loss.detach()), correct
+
+    # -- divergence --------------------------------------------------------------------
+    #: Search epoch being run (schedules and the divergence guard's messages use it).
+    epoch: int = 0
+    _optimizers: list = []
+
+    def _divergence_guard(self) -> DivergenceGuard:
+        """The run's ``train.divergence`` policy in the search loop: a step whose loss or
+        gradient is not finite is skipped (``arch_step`` / ``weight_step`` return NaN),
+        reduces the learning rates, or fails the run."""
+        guard = getattr(self, "_guard", None)
+        if guard is None:
+            guard = self._guard = DivergenceGuard("search")
+        return guard
 
     # -- the loop ---------------------------------------------------------------------
     def make_optimizers(self, net: Network) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
@@ -140,6 +163,8 @@ class DifferentiableStrategy(Strategy):
         arch_ids = {id(p) for p in body.arch_parameters()}
         self._weights = [p for p in net.parameters() if id(p) not in arch_ids]
         w_opt, a_opt = self.make_optimizers(net)
+        self._optimizers = [w_opt, a_opt]
+        self._guard = guard = DivergenceGuard.from_train_config("search", run.manifest.train)
         loss_fn = task.loss_fn().to(device)
 
         start = 0
@@ -149,6 +174,7 @@ class DifferentiableStrategy(Strategy):
             w_opt.load_state_dict(ckpt["w_opt"])
             a_opt.load_state_dict(ckpt["a_opt"])
             self.load_extra_state(ckpt.get("extra", {}))
+            guard.load_state(ckpt.get("divergence"))
             start = int(ckpt["epoch"]) + 1
             run.run_dir.truncate_metrics("search", start)
 
@@ -158,7 +184,8 @@ class DifferentiableStrategy(Strategy):
         steps = num_batches(train, cfg.batch_size, drop_last=len(train) > cfg.batch_size)
         with run.progress("search", cfg.epochs, steps, start_epoch=start) as bar:
             for epoch in range(start, cfg.epochs):
-                set_lr(w_opt, lr_at(epoch, cfg.epochs, cfg.w_lr, "cosine", min_lr=cfg.w_lr_min))
+                self.epoch = epoch
+                set_lr(w_opt, guard.lr_scale * lr_at(epoch, cfg.epochs, cfg.w_lr, "cosine", min_lr=cfg.w_lr_min))
                 self.on_epoch_start(epoch, body)
                 torch.manual_seed(derive_seed(seed, "search", "torch", epoch))
                 gen = torch_generator(seed, "search", "w", epoch)
@@ -168,12 +195,16 @@ class DifferentiableStrategy(Strategy):
                 for xw, yw in iterate_batches(train, cfg.batch_size, shuffle=True, generator=gen,
                                               drop_last=len(train) > cfg.batch_size, device=device):
                     if epoch >= cfg.warmup_epochs:
-                        arch_losses.append(self.arch_step(net, next(val_batches), (xw, yw), loss_fn, a_opt, w_opt, backend))
+                        a_loss = self.arch_step(net, next(val_batches), (xw, yw), loss_fn, a_opt, w_opt, backend)
+                        if a_loss == a_loss:  # NaN: the divergence guard skipped the step
+                            arch_losses.append(a_loss)
                     loss, correct = self.weight_step(net, (xw, yw), loss_fn, w_opt, backend)
+                    if loss != loss:  # skipped by the divergence guard
+                        continue
                     tot_loss += loss * yw.shape[0]
                     tot_n += yw.shape[0]
                     tot_correct += correct
-                    bar.step(loss=tot_loss / tot_n)
+                    bar.step(loss=tot_loss / max(tot_n, 1))
                 metrics: dict[str, Any] = {"train_loss": tot_loss / max(tot_n, 1),
                                            "train_accuracy": tot_correct / max(tot_n, 1)}
                 if arch_losses:
@@ -181,13 +212,17 @@ class DifferentiableStrategy(Strategy):
                 if cfg.eval_supernet:
                     val_metrics = task.evaluate(net, val, device)
                     metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
+                if guard.skipped:
+                    metrics["skipped_steps"] = guard.skipped
+                    metrics["lr_scale"] = guard.lr_scale
                 metrics.update(self.epoch_metrics(body))
                 metrics.update(self._arch_metrics(body))
                 run.log_epoch("search", epoch, metrics, progress=bar)
                 if (epoch + 1) % run.manifest.output.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+                    guard.check_params(net, epoch)
                     run.save_checkpoint("search", {"net": net.state_dict(), "w_opt": w_opt.state_dict(),
                                                    "a_opt": a_opt.state_dict(), "epoch": epoch,
-                                                   "extra": self.extra_state()})
+                                                   "extra": self.extra_state(), "divergence": guard.state()})
         summary = {"epochs": cfg.epochs, "arch_weights": body.arch_snapshot(),
                    "arch_labels": [list(lbl) for lbl in body.arch_labels()]}
         return SearchOutcome(supernet=net, summary=summary)

@@ -14,6 +14,18 @@ differs:
   the supernet (partial channels, ...);
 * :meth:`DifferentiableStrategy.on_epoch_start`: schedules (temperature, ...).
 
+:attr:`DifferentiableStrategy.phase` says which pass is running (``"arch"``,
+``"weight"`` or ``"eval"``), so a ``weight_fn`` can differ between them (SDARTS-RS
+perturbs the weights of the weight step only); :attr:`epoch` and :attr:`epochs` drive
+schedules.
+
+**Collapse monitor.** After every epoch the loop derives the current cell and logs the
+share of parameter-free operations in it (``collapse/param_free_share``; skip, pooling,
+none) and its number of skip connections (``collapse/skip_count``). With
+``stop_at_skips: N`` the search stops early, DARTS+ style, once the derived cell holds at
+least N skip connections (after ``warmup_epochs``); the summary records it.
+
+
 During the architecture step the weights do not require gradients, so no weight
 gradient is computed; during the weight step the logits do not.
 """
@@ -21,7 +33,7 @@ gradient is computed; during the weight step the logits do not.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import torch
 from pydantic import Field
@@ -47,6 +59,39 @@ class DifferentiableConfig(ComponentConfig):
     arch_beta2: float = Field(0.999, ge=0, lt=1)
     warmup_epochs: int = Field(0, ge=0, description="epochs of weight-only training before architecture updates")
     eval_supernet: bool = Field(True, description="evaluate the supernet on the validation split every epoch")
+    stop_at_skips: Optional[int] = Field(
+        None, ge=1, description="DARTS+ early stop: end the search once the derived cell has at least this many "
+        "skip connections (checked after each epoch past warmup_epochs; null: never)")
+
+
+#: Operation names without parameters, across dnas's spaces (NAS-Bench-201, DARTS, mobile).
+PARAM_FREE_OPS = frozenset({
+    "none", "zero", "skip_connect", "skip", "identity", "avg_pool_3x3", "max_pool_3x3", "avg_pool", "max_pool",
+})
+SKIP_OPS = frozenset({"skip_connect", "skip", "identity"})
+
+
+def _op_names(spec: Any) -> list[str]:
+    """Every string leaf of a genotype spec: the operation names (DARTS-style specs hold
+    ``[op, input]`` pairs, so integers are skipped)."""
+    if isinstance(spec, str):
+        return [spec]
+    if isinstance(spec, dict):
+        return [n for v in spec.values() for n in _op_names(v)]
+    if isinstance(spec, (list, tuple)):
+        return [n for v in spec for n in _op_names(v)]
+    return []
+
+
+def collapse_metrics(genotype: Any) -> dict[str, float]:
+    """``collapse/param_free_share`` (parameter-free ops / all ops of the derived cell)
+    and ``collapse/skip_count`` of a genotype."""
+    ops = _op_names(genotype.spec)
+    free = sum(op in PARAM_FREE_OPS for op in ops)
+    return {"collapse/param_free_share": free / max(len(ops), 1),
+            "collapse/skip_count": float(sum(op in SKIP_OPS for op in ops))}
+
+
 
 
 def cycle_batches(dataset, batch_size: int, seed: int, *keys: Any, device=None) -> Iterator[tuple[Any, torch.Tensor]]:
@@ -66,6 +111,11 @@ class DifferentiableStrategy(Strategy):
     """Base class of the differentiable family; see the module docstring."""
 
     Config = DifferentiableConfig
+
+    #: Which pass runs now: "arch", "weight" or "eval" (see the module docstring).
+    phase: str = "eval"
+    #: Number of search epochs (schedules use it with ``epoch``).
+    epochs: int = 1
 
     # -- what subclasses change -------------------------------------------------------
     def supernet_options(self) -> dict[str, Any]:
@@ -92,6 +142,7 @@ class DifferentiableStrategy(Strategy):
     def arch_step(self, net: Network, batch_a: tuple, batch_w: tuple, loss_fn: nn.Module, a_opt, w_opt, backend) -> float:
         """First-order architecture update on a validation batch."""
         weights = self._weights
+        self.phase = "arch"
         _requires_grad(weights, False)
         try:
             a_opt.zero_grad(set_to_none=True)
@@ -110,6 +161,7 @@ class DifferentiableStrategy(Strategy):
 
     def weight_step(self, net: Network, batch_w: tuple, loss_fn: nn.Module, w_opt, backend) -> tuple[float, int]:
         arch = net.body.arch_parameters()
+        self.phase = "weight"
         _requires_grad(arch, False)
         try:
             x, y = batch_w
@@ -182,6 +234,8 @@ class DifferentiableStrategy(Strategy):
         if len(val) == 0:
             raise RunFailed("search: the task's validation split is empty; differentiable search needs one")
         steps = num_batches(train, cfg.batch_size, drop_last=len(train) > cfg.batch_size)
+        self.epochs = cfg.epochs
+        stopped: dict[str, Any] | None = None
         with run.progress("search", cfg.epochs, steps, start_epoch=start) as bar:
             for epoch in range(start, cfg.epochs):
                 self.epoch = epoch
@@ -210,6 +264,7 @@ class DifferentiableStrategy(Strategy):
                 if arch_losses:
                     metrics["arch_loss"] = sum(arch_losses) / len(arch_losses)
                 if cfg.eval_supernet:
+                    self.phase = "eval"
                     val_metrics = task.evaluate(net, val, device)
                     metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
                 if guard.skipped:
@@ -217,14 +272,25 @@ class DifferentiableStrategy(Strategy):
                     metrics["lr_scale"] = guard.lr_scale
                 metrics.update(self.epoch_metrics(body))
                 metrics.update(self._arch_metrics(body))
+                derived = space.derive(net)
+                metrics.update(collapse_metrics(derived))
                 run.log_epoch("search", epoch, metrics, progress=bar)
-                if (epoch + 1) % run.manifest.output.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+                if (cfg.stop_at_skips is not None and epoch >= cfg.warmup_epochs
+                        and metrics["collapse/skip_count"] >= cfg.stop_at_skips):
+                    stopped = {"epoch": epoch, "skip_count": int(metrics["collapse/skip_count"]),
+                               "genotype": str(derived)}
+                if stopped or (epoch + 1) % run.manifest.output.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
                     guard.check_params(net, epoch)
                     run.save_checkpoint("search", {"net": net.state_dict(), "w_opt": w_opt.state_dict(),
                                                    "a_opt": a_opt.state_dict(), "epoch": epoch,
                                                    "extra": self.extra_state(), "divergence": guard.state()})
+                if stopped:
+                    break
+        self.phase = "eval"
         summary = {"epochs": cfg.epochs, "arch_weights": body.arch_snapshot(),
                    "arch_labels": [list(lbl) for lbl in body.arch_labels()]}
+        if stopped:
+            summary["early_stop"] = stopped
         return SearchOutcome(supernet=net, summary=summary)
 
     def extra_state(self) -> dict[str, Any]:

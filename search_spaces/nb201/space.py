@@ -146,10 +146,20 @@ class NB201Space(SearchSpace):
     modalities = frozenset({"image"})
 
     def build_supernet(self, task: Any, **options: Any) -> Network:
+        """Options: ``partial_channels=K`` (PC-DARTS partial channel connections) and
+        ``edge_normalization`` (with partial channels; default true), see :mod:`.partial`."""
+        options = dict(options)
+        k = options.pop("partial_channels", None)
+        edge_norm = options.pop("edge_normalization", True)
         if options:
             raise IncompatibleError(f"search space nb201 does not support the supernet options {sorted(options)}")
         cfg = self.config
-        body = NB201Body(cfg.C, cfg.N, cfg.init_scale)
+        if k is not None:
+            from .partial import PartialNB201Body
+
+            body = PartialNB201Body(cfg.C, cfg.N, int(k), bool(edge_norm), cfg.init_scale)
+        else:
+            body = NB201Body(cfg.C, cfg.N, cfg.init_scale)
         return Network(task.make_stem(cfg.C), body, task.make_head(body.out_channels))
 
     def derive(self, supernet: Network) -> Genotype:

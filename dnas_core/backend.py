@@ -60,26 +60,34 @@ class Backend(Component):
     def synchronize(self) -> None:
         """Wait for queued device work (for timing)."""
 
+    def timer(self) -> float:
+        """The clock :meth:`measure_latency` reads, in seconds (wall time by default;
+        a backend may offer the calling thread's CPU time, which a busy shared machine
+        does not inflate)."""
+        return time.perf_counter()
+
     @torch.no_grad()
     def measure_latency(
         self, module: nn.Module, example: torch.Tensor, warmup: int = 5, repeats: int = 20
     ) -> Latency:
         """Median wall time of ``module(example)`` after ``warmup`` calls."""
         module = self.prepare(module).eval()
-        x = self.prepare_input(example)
+        # Multi-input models (e.g. recommendation: (user, item)) take a tuple.
+        tuple_input = isinstance(example, (tuple, list))
+        x = tuple(self.prepare_input(t) for t in example) if tuple_input else self.prepare_input(example)
         for _ in range(warmup):
             module(x)
         self.synchronize()
         times = []
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0 = self.timer()
             module(x)
             self.synchronize()
-            times.append((time.perf_counter() - t0) * 1e3)
+            times.append((self.timer() - t0) * 1e3)
         times.sort()
         return Latency(
             median_ms=statistics.median(times),
             p90_ms=times[min(len(times) - 1, int(0.9 * len(times)))],
             repeats=repeats,
-            batch_size=int(x.shape[0]),
+            batch_size=int((x[0] if tuple_input else x).shape[0]),
         )

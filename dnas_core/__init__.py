@@ -22,12 +22,13 @@ from .errors import (
     RunFailed,
     UsageError,
 )
+from .evaluator import Evaluator
 from .exporter import Exporter
 from .generator import ArchitectureGenerator
 from .genotype import Genotype, GraphEncoding
 from .markers import hookimpl, hookspec
 from .plugin_manager import get_plugin_manager
-from .space import MixWeights, Network, SearchSpace, Supernet
+from .space import LatencyOp, MixWeights, Network, SearchSpace, Supernet
 from .strategy import SearchOutcome, Strategy
 from .task import IOSpec, Task, TaskData
 
@@ -41,12 +42,14 @@ __all__ = [
     "ComponentNotFoundError",
     "DataError",
     "DnasError",
+    "Evaluator",
     "Exporter",
     "Genotype",
     "GraphEncoding",
     "IOSpec",
     "IncompatibleError",
     "Latency",
+    "LatencyOp",
     "ManifestError",
     "MixWeights",
     "Network",

@@ -29,6 +29,23 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*", help="dotted overrides such as strategy.epochs=3 seed=1")
     r.add_argument("--out", help="run directory (default: <output.root>/<name>-<timestamp>)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    r.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="train the supernet data-parallel on N local processes (torchrun; gloo on CPUs, NCCL on GPUs)")
+
+    t = sub.add_parser("tune", help="tune a manifest's search hyperparameters with Optuna",
+                       description="Run or continue an Optuna study over the manifest's tune: section; every trial "
+                       "is a run in <study dir>/trials/. Several processes (or machines) on one --storage and "
+                       "--study share the study.")
+    t.add_argument("manifest")
+    t.add_argument("overrides", nargs="*", help="dotted overrides applied to every trial")
+    t.add_argument("--storage", help="Optuna RDB URL (postgresql://..., sqlite:///...) or journal file path "
+                   "(default: <study dir>/journal.log)")
+    t.add_argument("--study", help="study name (default: tune.study_name or the manifest name)")
+    t.add_argument("--study-dir", help="folder of the trial runs and the report (default: <output.root>/tune-<study>)")
+    t.add_argument("--n-trials", type=int, help="trial budget of the whole study (default: tune.n_trials)")
+    t.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    t.add_argument("--no-report", action="store_true", help="skip the plots and report.md")
+    t.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
 
     v = sub.add_parser("validate", help="check a manifest without running it",
                        description="Validate a manifest (with overrides) and print it resolved.")
@@ -62,7 +79,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may come after options (`dnas run m.yaml --out d seed=1`), which
+    # argparse leaves over; accept them where a command takes overrides.
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.raw_argv = list(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help()
         return 2
@@ -87,7 +112,13 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .plugin_manager import get_plugin_manager
 
     if args.command == "run":
+        from . import distributed
         from .orchestrator import resume_run, run_manifest
+
+        if args.nproc is not None and args.nproc > 1 and distributed.requested_world_size() <= 1:
+            forward = [a for i, a in enumerate(args.raw_argv) if not _is_nproc_arg(args.raw_argv, i)]
+            return distributed.launch(args.nproc, forward)
+        distributed.init_from_env()
 
         if args.resume:
             if args.manifest:
@@ -97,10 +128,17 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             if not args.manifest:
                 parser.error("run: a manifest is required (or --resume RUN_DIR)")
             path, result = run_manifest(args.manifest, args.overrides, args.out)
+        main_rank = distributed.is_main()
+        distributed.shutdown()
+        if not main_rank:
+            return 0
         metric = result["primary_metric"]
         print(json.dumps({"run_dir": str(path), metric: result["test_metrics"].get(metric),
                           "genotype": result["genotype"]["text"], "onnx_max_abs_diff": result.get("onnx_max_abs_diff")}))
         return 0
+
+    if args.command == "tune":
+        return _tune(args, parser)
 
     if args.command == "show":
         from .runview import show
@@ -158,3 +196,27 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _tune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .tune import run_worker, tune
+
+    if args.workers < 1 or (args.n_trials is not None and args.n_trials < 0):
+        parser.error("tune: --workers must be >= 1 and --n-trials >= 0")
+    if args.worker_index is not None:  # one of the processes that --workers N started
+        from pathlib import Path
+
+        run_worker(args.manifest, args.overrides, args.storage, args.study, Path(args.study_dir), args.n_trials,
+                   args.worker_index)
+        return 0
+    summary = tune(args.manifest, args.overrides, storage=args.storage, study=args.study, study_dir=args.study_dir,
+                   n_trials=args.n_trials, workers=args.workers, report=not args.no_report)
+    print(json.dumps(summary))
+    return 0
+
+
+def _is_nproc_arg(argv: Sequence[str], i: int) -> bool:
+    """Whether argv[i] is ``--nproc``, its value, or ``--nproc=N`` (dropped when
+    ``dnas run --nproc N`` re-launches itself under torchrun)."""
+    a = argv[i]
+    return a == "--nproc" or a.startswith("--nproc=") or (i > 0 and argv[i - 1] == "--nproc")

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .backend import Backend
+from .distributed import is_main
 from .manifest import ManifestBase
 from .plugin_manager import DnasPluginManager
 from .progress import Progress, log
@@ -61,6 +62,8 @@ class RunContext:
 
     # -- observation ----------------------------------------------------------------
     def notify(self, hook: str, **kwargs: Any) -> None:
+        if not is_main():  # data-parallel followers are silent; rank 0 reports
+            return
         for err in self.pm.notify(hook, run=self, **kwargs):
             self.plugin_errors.append(str(err))
             log(f"warning: {err}")

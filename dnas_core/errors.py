@@ -51,3 +51,11 @@ class IncompatibleError(UsageError):
 
 class RunFailed(DnasError):
     """A run that started but could not finish (divergence, an I/O failure, ...)."""
+
+
+class StopRun(DnasError):
+    """Raised by an observer hook to end a run on purpose (e.g. a pruned tuning trial).
+
+    :meth:`DnasPluginManager.notify` lets it through instead of reporting it as a
+    plugin error; the run ends with it like with any other exception.
+    """

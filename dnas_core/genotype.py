@@ -44,7 +44,7 @@ class Genotype:
         return self.text or canonical_json(self.spec)
 
     def to_json(self) -> dict[str, Any]:
-        return {"space": self.space, "spec": self.spec, "text": self.text, "hash": self.hash()}
+        return {"space": self.space, "spec": json.loads(canonical_json(self.spec)), "text": self.text, "hash": self.hash()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Genotype:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
     from .backend import Backend
     from .callback import Callback
     from .context import RunContext
+    from .evaluator import Evaluator
     from .exporter import Exporter
     from .generator import ArchitectureGenerator
     from .genotype import Genotype
@@ -81,6 +82,18 @@ def dnas_register_generators() -> list[type[ArchitectureGenerator]]:
     :class:`dnas_core.ArchitectureGenerator` subclasses. Generators learn a distribution
     over the graph encodings that every search space provides, so they apply to any
     space. Generator-based strategies select one by name.
+    """
+
+
+@hookspec
+def dnas_register_evaluators() -> list[type[Evaluator]]:
+    """Register evaluator classes: how a query-based search scores a genotype.
+
+    Called once when the plugin manager is built. Return a list of
+    :class:`dnas_core.Evaluator` subclasses (a tabular benchmark lookup, a
+    weight-sharing supernet, short training from scratch, ...). Query-based strategies
+    select one in their config (``strategy: {evaluator: {type: ...}}``). An evaluator
+    caches its answers by genotype hash and counts the queries it answered.
     """
 
 

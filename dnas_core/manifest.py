@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .errors import ManifestError, UsageError
 from .registry import Registries, format_validation_error
+from .tune_config import TuneConfig
 
 #: Manifest section -> registry kind (sections holding one component).
 COMPONENT_SECTIONS = {
@@ -91,6 +92,9 @@ class ManifestBase(_Section):
     extends_runs: list[str] = Field(
         default_factory=list, description="Earlier run directories whose results a transfer-aware strategy may use."
     )
+    tune: Optional[TuneConfig] = Field(
+        None, description="Hyperparameters, objectives, sampler and pruner of `dnas tune` (ignored by `dnas run`)."
+    )
 
 
 def _union(models: list[type[BaseModel]]) -> Any:
@@ -154,6 +158,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str):
+            value = _number(value)
         node: Any = out
         for i, part in enumerate(parts[:-1]):
             if isinstance(node, list):
@@ -170,6 +176,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         else:
             node[last] = value
     return out
+
+
+def _number(text: str) -> Any:
+    """YAML 1.1 reads ``1e-3`` as a string; a user writing it means a number."""
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        return text
 
 
 def _index(part: str, item: str) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from . import __version__
+from . import distributed
 from .context import RunContext
 from .errors import DnasError, RunFailed, UsageError
 from .genotype import Genotype
@@ -82,16 +83,20 @@ class Orchestrator:
         if out is None:
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             out = Path(manifest.output.root) / f"{manifest.name}-{stamp}"
+        if not distributed.is_main():  # data-parallel follower: rank 0 owns the directory
+            return cls(pm, manifest, distributed.FollowerRunDir(distributed.broadcast_object(None)))
         run_dir = RunDir.create(out)
         run_dir.write_text("manifest.yaml", dump_manifest(manifest))
+        distributed.broadcast_object(str(run_dir.path))
         return cls(pm, manifest, run_dir)
 
     @classmethod
     def resume(cls, path: str | Path, pm: DnasPluginManager | None = None) -> Orchestrator:
         pm = pm or get_plugin_manager()
-        run_dir = RunDir.open(path)
+        run_dir = RunDir.open(path) if distributed.is_main() else distributed.FollowerRunDir(RunDir.open(path).path)
         if run_dir.status().get("status") == "completed":
             raise UsageError(f"{path}: this run has already completed")
+        run_dir.remove_temp_files()  # half-written files of the killed process
         data = read_yaml(run_dir.file("manifest.yaml"))
         manifest = validate_manifest(data, pm.registries, source=str(run_dir.file("manifest.yaml")))
         return cls(pm, manifest, run_dir, resumed=True)
@@ -100,12 +105,16 @@ class Orchestrator:
     def run(self) -> dict[str, Any]:
         """Run every stage that has not finished yet; returns ``result.json``'s content."""
         ctx = self.ctx
+        if not distributed.is_main():
+            self.callbacks = []  # data-parallel followers only help train the supernet
         for cb in self.callbacks:
             self.pm.register(cb, name=f"callback:{cb.name}:{id(cb)}")
         t_start = time.perf_counter()
         try:
             self._start()
             self._stage("search", self.search)
+            if not distributed.is_main():
+                return {}
             self._stage("derive", self.derive)
             self._stage("retrain", self.retrain)
             self._stage("evaluate", self.evaluate)
@@ -134,6 +143,8 @@ class Orchestrator:
     def _start(self) -> None:
         ctx = self.ctx
         ctx.backend.setup()
+        if distributed.is_distributed() and ctx.device.type == "cpu":
+            torch.set_num_threads(distributed.local_threads(torch.get_num_threads()))
         seed_everything(self.manifest.seed)
         ctx.space.check_task(ctx.task)
         data = ctx.data  # load now so that data errors surface before any training
@@ -182,6 +193,7 @@ class Orchestrator:
         """Build the stand-alone network of the searched genotype."""
         ctx = self.ctx
         genotype = Genotype.from_json(self.run_dir.read_json("genotype.json"))
+        _ = ctx.data  # the task's stem depends on its (training) data statistics
         torch.manual_seed(derive_seed(self.manifest.seed, "retrain", "init"))
         network = ctx.backend.prepare(ctx.space.build_network(genotype, ctx.task))
         ctx.state["genotype"] = genotype

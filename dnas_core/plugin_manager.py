@@ -24,7 +24,7 @@ from typing import Any, Iterable
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError
+from .errors import PluginError, StopRun
 from .markers import ENTRY_POINT_GROUP, PROJECT_NAME
 from .registry import KINDS, Registries
 
@@ -86,6 +86,8 @@ class DnasPluginManager(pluggy.PluginManager):
         for impl in reversed(hook.get_hookimpls()):
             try:
                 impl.function(**{a: kwargs[a] for a in impl.argnames})
+            except StopRun:
+                raise
             except Exception as exc:  # noqa: BLE001
                 errors.append(
                     PluginError(f"{self.describe(impl.plugin_name)} failed in {hook_name}: {type(exc).__name__}: {exc}")

@@ -26,6 +26,7 @@ KINDS: dict[str, str] = {
     "space": "dnas_register_search_spaces",
     "strategy": "dnas_register_strategies",
     "generator": "dnas_register_generators",
+    "evaluator": "dnas_register_evaluators",
     "backend": "dnas_register_backends",
     "exporter": "dnas_register_exporters",
     "callback": "dnas_register_callbacks",
@@ -138,6 +139,7 @@ class Registries:
     def __init__(self) -> None:
         from .backend import Backend
         from .callback import Callback
+        from .evaluator import Evaluator
         from .exporter import Exporter
         from .generator import ArchitectureGenerator
         from .space import SearchSpace
@@ -149,6 +151,7 @@ class Registries:
             "space": SearchSpace,
             "strategy": Strategy,
             "generator": ArchitectureGenerator,
+            "evaluator": Evaluator,
             "backend": Backend,
             "exporter": Exporter,
             "callback": Callback,
@@ -176,6 +179,10 @@ class Registries:
     @property
     def generators(self) -> Registry[Any]:
         return self._by_kind["generator"]
+
+    @property
+    def evaluators(self) -> Registry[Any]:
+        return self._by_kind["evaluator"]
 
     @property
     def backends(self) -> Registry[Any]:

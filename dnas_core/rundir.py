@@ -98,6 +98,18 @@ class RunDir:
             raise UsageError(f"{p}: not a dnas run directory (no manifest.yaml)")
         return cls(p)
 
+    def remove_temp_files(self) -> list[Path]:
+        """Delete the ``.<name>.*.tmp`` files that a process killed in the middle of an
+        atomic write leaves behind (done when a run is resumed)."""
+        removed = []
+        for p in self.path.rglob(".*.tmp"):
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+        return removed
+
     def file(self, name: str) -> Path:
         """A path inside the run directory; names cannot escape it."""
         target = (self.path / name).resolve()

@@ -153,6 +153,14 @@ class SearchSpace(Component):
         valid architecture of this space."""
         raise NotImplementedError
 
+    def arch_indices(self, genotype: Genotype) -> list[torch.Tensor]:
+        """For each tensor of the supernet's :meth:`Supernet.arch_parameters`, the index
+        of the operation ``genotype`` picks on every row (shape ``(rows,)``, long). With
+        it the supernet runs exactly this genotype through the one-hot
+        :class:`MixWeights` path (weight-sharing evaluation, single-path training).
+        Optional; spaces that lack it cannot be scored by weight sharing."""
+        raise IncompatibleError(f"search space {self.name!r} does not map genotypes to supernet paths (arch_indices)")
+
     def format(self, genotype: Genotype) -> str:
         return genotype.text or str(genotype.spec)
 

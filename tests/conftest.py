@@ -26,3 +26,30 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# -- one finished mini run shared by the report and reliability tests ------------------
+MINI_MANIFEST = ROOT / "tests" / "data" / "reports" / "mini.yaml"
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """A real `dnas run` of tests/data/reports/mini.yaml (in a subprocess, as a user
+    runs it), with the TensorBoard and MLflow (local SQLite store) callbacks when those
+    optional packages are installed. Reused read-only by several test modules."""
+    import importlib.util
+
+    from dnas_core.testing.faults import run_cli
+
+    base = tmp_path_factory.mktemp("finished")
+    overrides = []
+    callbacks = ["{type: csv}"]
+    if importlib.util.find_spec("tensorboard") is not None:
+        callbacks.append("{type: tensorboard}")
+    if importlib.util.find_spec("mlflow") is not None:
+        callbacks.append(f"{{type: mlflow, tracking_uri: 'sqlite:///{base}/mlflow.db', experiment: tests}}")
+    overrides.append("callbacks=[" + ", ".join(callbacks) + "]")
+    out = base / "run"
+    res = run_cli(["run", str(MINI_MANIFEST), *overrides, "--out", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out

@@ -1,0 +1,57 @@
+"""Small tasks on the committed text / audio slices, shared by the seq tests."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent / "data"
+TEXT = DATA / "text"
+AUDIO = DATA / "audio"
+_WAV_ROOT: list[Path] = []
+
+
+def registries():
+    from dnas_core import get_plugin_manager
+
+    return get_plugin_manager().registries
+
+
+def task(name: str, **cfg):
+    return registries().tasks.create(name, cfg)
+
+
+def sst2(**cfg):
+    return task("sst2", path=str(TEXT / "sst2"), val_fraction=0.25, **cfg)
+
+
+def sms(**cfg):
+    return task("sms_spam", path=str(TEXT / "sms-spam" / "SMSSpamCollection"), **cfg)
+
+
+def text_file(**cfg):
+    return task("text_file", path=str(TEXT / "reviews.csv"), **cfg)
+
+
+def fsdd(**cfg):
+    return task("fsdd", path=str(AUDIO / "fsdd"), **{"val_fraction": 0.25, **cfg})
+
+
+def mnist1d(**cfg):
+    return task("mnist1d", path=str(AUDIO / "mnist1d_slice.pkl"), **cfg)
+
+
+def wav_folder_root() -> Path:
+    """root/<digit>/*.wav built once per session from the FSDD slice (3 classes)."""
+    if not _WAV_ROOT:
+        root = Path(tempfile.mkdtemp(prefix="dnas-wavs-"))
+        for f in sorted((AUDIO / "fsdd" / "recordings").glob("[012]_*.wav")):
+            (root / f"digit{f.name[0]}").mkdir(exist_ok=True)
+            shutil.copy(f, root / f"digit{f.name[0]}" / f.name)
+        _WAV_ROOT.append(root)
+    return _WAV_ROOT[0]
+
+
+def wav_folder(**cfg):
+    return task("wav_folder", path=str(wav_folder_root()), duration=0.6, **cfg)

@@ -1,0 +1,89 @@
+"""The dnas command line: subcommands, help, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dnas_core.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ROOT / "examples" / "quickstart.yaml"
+
+
+def test_console_script_help_lists_commands():
+    exe = shutil.which("dnas") or str(Path(sys.executable).with_name("dnas"))
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
+    for cmd in ("run", "validate", "plugins", "schema", "export"):
+        assert cmd in out
+
+
+@pytest.mark.parametrize("cmd", ["run", "validate", "plugins", "schema", "export"])
+def test_every_subcommand_has_help(cmd, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([cmd, "--help"])
+    assert exit_.value.code == 0
+    assert "usage: dnas " + cmd in capsys.readouterr().out
+
+
+def test_validate_ok_prints_resolved_manifest(capsys):
+    assert main(["validate", str(QUICK), "strategy.epochs=2"]) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["strategy"]["epochs"] == 2 and resolved["backend"]["type"] in ("cpu", "cuda")
+
+
+def test_bad_manifest_exits_2_with_one_line(tmp_path, capsys):
+    data = yaml.safe_load(QUICK.read_text())
+    data["strategy"]["epochs"] = "lots"
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(data))
+    assert main(["validate", str(p)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(p) in err[0] and "strategy.epochs" in err[0] and "Traceback" not in err[0]
+
+
+def test_debug_adds_traceback(tmp_path, capsys):
+    p = tmp_path / "bad.yaml"
+    p.write_text("task: {type: nope}\n")
+    assert main(["--debug", "validate", str(p)]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["run"])
+    assert exit_.value.code == 2
+    assert main(["run", "/nonexistent/m.yaml"]) == 2
+    assert "manifest file not found" in capsys.readouterr().err
+
+
+def test_plugins_lists_distribution_and_version(capsys):
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.startswith("nb201"))
+    assert "dnas 0.1.0" in line and "space: nb201" in line
+
+
+def test_schema_is_json(capsys):
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert "task" in schema["properties"]
+    assert main(["schema", "--kind", "strategy"]) == 0
+    assert "darts" in json.loads(capsys.readouterr().out)
+
+
+def test_export_of_a_non_run_dir_exits_2(tmp_path, capsys):
+    assert main(["export", str(tmp_path)]) == 2
+    assert "not a dnas run directory" in capsys.readouterr().err
+
+
+def test_overrides_after_options_are_accepted(capsys):
+    assert main(["validate", str(QUICK), "--quiet", "seed=3"]) == 0
+    with pytest.raises(SystemExit):
+        main(["validate", str(QUICK), "--bogus"])

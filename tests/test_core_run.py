@@ -1,0 +1,162 @@
+"""End-to-end runs through the orchestrator on a slice of digits."""
+
+from __future__ import annotations
+
+import json
+import types
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from dnas_core import Genotype, get_plugin_manager, hookimpl
+from dnas_core.orchestrator import reexport, resume_run, run_manifest
+from dnas_core.testing import tiny_manifest
+
+pytestmark = pytest.mark.slow
+
+
+def _manifest(tmp_path: Path, **sections) -> Path:
+    m = tiny_manifest(**sections)
+    m.setdefault("callbacks", [{"type": "csv"}])
+    p = tmp_path / "m.yaml"
+    p.write_text(yaml.safe_dump(m))
+    return p
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    path, result = run_manifest(_manifest(tmp, train={"epochs": 2, "batch_size": 64}), out=tmp / "run")
+    return path, result
+
+
+def test_run_directory_has_everything(finished_run):
+    path, result = finished_run
+    for name in ("manifest.yaml", "environment.json", "metrics.jsonl", "genotype.json", "model.pt", "model.onnx",
+                 "report.md", "result.json", "status.json", "checkpoints/search.pt", "checkpoints/retrain.pt",
+                 "plots/learning_curves.png", "plots/arch_evolution.png", "metrics.csv", "export.json"):
+        assert (path / name).is_file(), name
+    assert json.loads((path / "status.json").read_text())["status"] == "completed"
+    on_disk = json.loads((path / "result.json").read_text())
+    assert on_disk["genotype"] == result["genotype"]
+    assert set(on_disk["stage_seconds"]) == {"search", "derive", "retrain", "evaluate", "export", "report"}
+    env = json.loads((path / "environment.json").read_text())
+    assert env["torch"] == torch.__version__ and "nb201" in env["plugins"]
+    assert not list(path.rglob("*.tmp")), "temporary files left behind"
+
+
+def test_genotype_is_a_nb201_arch_string(finished_run):
+    path, result = finished_run
+    g = Genotype.from_json(json.loads((path / "genotype.json").read_text()))
+    assert g.text.count("~") == 6 and g.text.startswith("|") and g.text.count("+") == 2
+
+
+def test_onnx_is_verified_against_onnxruntime(finished_run):
+    _, result = finished_run
+    assert result["export"]["ok"] and result["onnx_max_abs_diff"] <= 1e-4
+    assert result["export"]["dynamic_batch"] and result["export"]["checked_inputs"] > 1
+
+
+def test_model_pt_is_a_weights_only_state_dict(finished_run):
+    path, _ = finished_run
+    state = torch.load(path / "model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+def test_resolved_manifest_reproduces_the_run(finished_run, tmp_path):
+    path, result = finished_run
+    _, again = run_manifest(path / "manifest.yaml", out=tmp_path / "again")
+    assert again["genotype"]["hash"] == result["genotype"]["hash"]
+    assert again["test_metrics"]["accuracy"] == pytest.approx(result["test_metrics"]["accuracy"], abs=1e-6)
+
+
+def test_reexport(finished_run):
+    path, _ = finished_run
+    info = reexport(path)
+    assert info["ok"] and (path / "model.onnx").is_file()
+
+
+def test_out_dir_must_be_new(finished_run, tmp_path):
+    from dnas_core import UsageError
+
+    path, _ = finished_run
+    with pytest.raises(UsageError, match="exists and is not empty"):
+        run_manifest(path / "manifest.yaml", out=path)
+
+
+class _Interrupt:
+    """A plugin that interrupts the run once, like Ctrl-C, at a given stage/epoch."""
+
+    __name__ = "interrupter"
+
+    def __init__(self, stage: str, epoch: int):
+        self.stage, self.epoch, self.fired = stage, epoch, False
+
+    @hookimpl
+    def dnas_epoch_end(self, run, stage, epoch, metrics):
+        if not self.fired and stage == self.stage and epoch == self.epoch:
+            self.fired = True
+            raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ref")
+    sections = dict(strategy={"type": "darts", "epochs": 2, "batch_size": 32}, train={"epochs": 2, "batch_size": 64},
+                    export=None)
+    manifest = _manifest(tmp, **sections)
+    return manifest, run_manifest(manifest, out=tmp / "ref")[1]
+
+
+@pytest.mark.parametrize("stage, epoch", [("search", 1), ("retrain", 1)])
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, reference_run, stage, epoch):
+    manifest, reference = reference_run
+    plug = _Interrupt(stage, epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_manifest(manifest, out=tmp_path / "cut", pm=get_plugin_manager(extra_plugins=[plug]))
+    assert json.loads((tmp_path / "cut" / "status.json").read_text())["status"] == "failed"
+    assert not (tmp_path / "cut" / "result.json").exists()
+    _, resumed = resume_run(tmp_path / "cut")
+    assert resumed["genotype"]["hash"] == reference["genotype"]["hash"]
+    assert resumed["test_metrics"]["accuracy"] == pytest.approx(reference["test_metrics"]["accuracy"], abs=1e-6)
+    epochs = [(r["stage"], r["epoch"]) for r in map(json.loads, (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines())]
+    assert len(epochs) == len(set(epochs)) == 4, epochs
+
+
+def test_observer_plugin_failure_does_not_stop_the_run(tmp_path):
+    bad = types.ModuleType("flaky_logger")
+
+    def dnas_epoch_end(run, stage, epoch, metrics):
+        raise ValueError("disk quota")
+
+    bad.dnas_epoch_end = hookimpl(dnas_epoch_end)
+    manifest = _manifest(tmp_path, strategy={"type": "darts", "epochs": 1, "batch_size": 32}, train={"epochs": 1}, export=None)
+    _, result = run_manifest(manifest, out=tmp_path / "r", pm=get_plugin_manager(extra_plugins=[bad]))
+    assert result["plugin_errors"] and "flaky_logger" in result["plugin_errors"][0] and "disk quota" in result["plugin_errors"][0]
+
+
+def test_unfit_space_is_a_clear_error(tmp_path):
+    from dnas_core import IncompatibleError, Task
+
+    class Tab(Task):
+        name = "tabby"
+
+        def io_spec(self):
+            from dnas_core import IOSpec
+
+            return IOSpec("tabular", (4,), 2)
+
+        def load_data(self, seed):
+            from torch.utils.data import TensorDataset
+            from dnas_core import TaskData
+
+            ds = TensorDataset(torch.zeros(4, 4), torch.zeros(4, dtype=torch.long))
+            return TaskData(ds, ds, ds)
+
+    plug = types.ModuleType("tab_plugin")
+    plug.dnas_register_tasks = hookimpl(lambda: [Tab])
+    manifest = _manifest(tmp_path, task={"type": "tabby"})
+    with pytest.raises(IncompatibleError, match="'nb201' does not fit task 'tabby'.*'tabular'"):
+        run_manifest(manifest, out=tmp_path / "r", pm=get_plugin_manager(extra_plugins=[plug]))

@@ -1,0 +1,283 @@
+"""Data-parallel supernet training with ``torch.distributed`` (gloo on CPUs, NCCL on GPUs).
+
+``dnas run m.yaml --nproc N`` (or ``torchrun --nproc_per_node=N -m dnas_core run
+m.yaml``) starts N processes. Every rank builds the same supernet from the shared
+seed, draws the same global batches, trains on its own slice of each one and averages
+the weight *and* architecture gradients over the ranks before each optimiser step, so
+the parameters stay identical on every rank and equal (up to batch-norm statistics,
+which are per rank on CPUs) those of one process with the same global batch. Sampling
+strategies draw from the same seeded generators on every rank, so they sample the
+same path.
+
+Only rank 0 writes the run directory: the other ranks see a :class:`FollowerRunDir`
+whose writes do nothing, and they stop after the search stage; rank 0 derives,
+retrains, evaluates, exports and reports alone.
+
+Gradients are averaged with one flattened all-reduce per optimiser step instead of
+wrapping the supernet in ``DistributedDataParallel``: the search alternates which
+parameters require gradients (weights, then architecture), which DDP's reducer does
+not allow, and the architecture parameters need averaging too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn import functional as F
+from torch.overrides import TorchFunctionMode
+
+from .errors import UsageError
+from .rundir import RunDir
+
+
+def requested_world_size() -> int:
+    """The world size torchrun (or ``dnas run --nproc``) asked for."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise UsageError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not an integer") from None
+
+
+def init_from_env() -> bool:
+    """Join the process group when started by torchrun with more than one process.
+
+    The backend is NCCL when CUDA is available, else gloo; ``DNAS_DIST_BACKEND``
+    overrides it. Non-zero ranks print no progress. Returns whether this process is
+    part of a group of two or more.
+    """
+    if requested_world_size() <= 1:
+        return False
+    if not dist.is_available():
+        raise UsageError("this torch build has no torch.distributed; run with one process")
+    if not dist.is_initialized():
+        backend = os.environ.get("DNAS_DIST_BACKEND") or ("nccl" if torch.cuda.is_available() else "gloo")
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend=backend)
+    if dist.get_rank() != 0:
+        os.environ["DNAS_PROGRESS"] = "0"
+    return True
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def local_threads(total: int) -> int:
+    """CPU threads for one rank when ``total`` are available to all local ranks."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size())))
+    return max(1, total // max(1, local))
+
+
+# -- data and gradients ----------------------------------------------------------------
+
+
+def shard_bounds(n: int) -> tuple[int, int]:
+    """This rank's contiguous slice [start, stop) of a global batch of ``n`` items
+    (sizes differ by at most one)."""
+    w, r = world_size(), rank()
+    base, extra = divmod(n, w)
+    start = r * base + min(r, extra)
+    return start, start + base + (1 if r < extra else 0)
+
+
+def shard_batch(batch: tuple[Any, torch.Tensor]) -> tuple[tuple[Any, torch.Tensor], float]:
+    """This rank's slice of a global ``(inputs, targets)`` batch and its share of the
+    global batch (the weight of its gradient in the average)."""
+    if not is_distributed():
+        return batch, 1.0
+    inputs, target = batch
+    n = target.shape[0]
+    if n < world_size():
+        raise UsageError(f"a batch of {n} cannot be split over {world_size()} processes; raise the batch size")
+    lo, hi = shard_bounds(n)
+    cut = (lambda t: t[lo:hi])
+    local_inputs = type(inputs)(cut(t) for t in inputs) if isinstance(inputs, (tuple, list)) else cut(inputs)
+    return (local_inputs, cut(target)), (hi - lo) / n
+
+
+def sync_gradients(params: Iterable[nn.Parameter], share: float) -> None:
+    """Replace each gradient by the batch-weighted average over the ranks:
+    ``sum_r share_r * grad_r``, which is the gradient of the global mean loss."""
+    if not is_distributed():
+        return
+    params = [p for p in params if p.requires_grad or p.grad is not None]
+    if not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads]) * share
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    offset = 0
+    for p, g in zip(params, grads, strict=True):
+        n = g.numel()
+        chunk = flat[offset:offset + n].view_as(g)
+        if p.grad is None:
+            p.grad = chunk.clone()
+        else:
+            p.grad.copy_(chunk)
+        offset += n
+
+
+def sum_over_ranks(values: Sequence[float]) -> list[float]:
+    if not is_distributed():
+        return list(values)
+    t = torch.tensor(list(values), dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.cpu().tolist()
+
+
+def broadcast_module(module: nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every rank."""
+    if not is_distributed():
+        return
+    with torch.no_grad():
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, src=0)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable sum over the ranks: the gradient of a sum is the sum of the
+    ranks' gradients."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+def _global_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+                       weight: torch.Tensor | None, bias: torch.Tensor | None, momentum: float | None,
+                       eps: float) -> torch.Tensor:
+    """Training-mode batch norm with the statistics of the global batch."""
+    c = x.shape[1]
+    dims = [0, *range(2, x.dim())]
+    count = torch.tensor([x.numel() / c], dtype=x.dtype, device=x.device)
+    packed = _AllReduceSum.apply(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
+    n = packed[-1]
+    mean = packed[:c] / n
+    var = (packed[c:2 * c] / n - mean * mean).clamp_min(0)
+    if running_mean is not None and running_var is not None:
+        m = 0.1 if momentum is None else momentum
+        with torch.no_grad():
+            running_mean.mul_(1 - m).add_(mean.detach().to(running_mean.dtype) * m)
+            running_var.mul_(1 - m).add_((var.detach() * n / (n - 1).clamp_min(1)).to(running_var.dtype) * m)
+    shape = [1, c] + [1] * (x.dim() - 2)
+    y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + eps)
+    if weight is not None:
+        y = y * weight.view(shape)
+    if bias is not None:
+        y = y + bias.view(shape)
+    return y
+
+
+class _GlobalBatchNormMode(TorchFunctionMode):
+    """Routes every training-mode ``F.batch_norm`` (``nn.BatchNorm*`` and spaces that
+    call it directly) to :func:`_global_batch_norm`."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.batch_norm:
+            bound = _BN_SIGNATURE.bind(*args, **kwargs)
+            bound.apply_defaults()
+            a = bound.arguments
+            if a["training"]:
+                return _global_batch_norm(a["input"], a["running_mean"], a["running_var"], a["weight"], a["bias"],
+                                          a["momentum"], a["eps"])
+        return func(*args, **kwargs)
+
+
+_BN_SIGNATURE = inspect.signature(F.batch_norm)
+
+
+def global_batch_norm() -> contextlib.AbstractContextManager[Any]:
+    """Within this context, batch norm in training mode normalises with the statistics
+    of the global batch (all ranks), with gradients flowing through them as in one
+    process; a no-op outside data-parallel runs. Wrap training steps only: evaluation
+    runs on rank 0 alone and must not communicate."""
+    return _GlobalBatchNormMode() if is_distributed() else contextlib.nullcontext()
+
+
+def broadcast_object(obj: Any) -> Any:
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+# -- run directory -----------------------------------------------------------------------
+
+
+class FollowerRunDir(RunDir):
+    """The run directory as a non-zero rank sees it: reads work (a resumed run loads
+    its checkpoints), writes do nothing."""
+
+    def write_text(self, name: str, text: str) -> Path:
+        return self.file(name)
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        return self.file(name)
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        pass
+
+    def truncate_metrics(self, stage: str, from_epoch: int) -> None:
+        pass
+
+    def save_checkpoint(self, stage: str, state: dict[str, Any]) -> Path:
+        return self.file(f"checkpoints/{stage}.pt")
+
+    def set_status(self, status: str, **extra: Any) -> None:
+        pass
+
+
+# -- launching ---------------------------------------------------------------------------
+
+
+def launch(nproc: int, dnas_args: Sequence[str]) -> int:
+    """Run ``python -m dnas_core <dnas_args>`` on ``nproc`` local processes through
+    torchrun; returns its exit status."""
+    if nproc < 1:
+        raise UsageError(f"--nproc must be at least 1 (got {nproc})")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "dnas_core", *dnas_args]
+    return subprocess.call(cmd)
+
+
+__all__ = ["init_from_env", "is_distributed", "rank", "world_size", "is_main", "shard_batch", "sync_gradients",
+           "sum_over_ranks", "global_batch_norm", "broadcast_module", "broadcast_object", "FollowerRunDir", "launch", "shutdown"]

@@ -1,0 +1,602 @@
+"""``dnas tune``: Optuna studies over a manifest's hyperparameters.
+
+Every trial is an ordinary run (the orchestrator with dotted overrides drawn by the
+sampler) in its own run directory ``<study dir>/trials/trial-NNNN``; the trial's
+``run_dir`` user attribute links the two. While the search stage trains, its
+per-epoch validation metric is reported to the trial; when the pruner says so the run
+stops (status ``pruned``) and the trial is marked pruned.
+
+Storage: by default an Optuna journal file in the study directory (no server; safe
+for several local worker processes), or any Optuna RDB URL (PostgreSQL, MySQL,
+SQLite) for workers on several machines. Running trials send heartbeats; a trial
+whose worker was killed is marked failed after the grace period and retried
+(Optuna's ``RetryHeartbeatStaleTrialCallback``), resuming its run directory from
+the last checkpoint. Starting ``dnas tune`` again on the same storage and study name
+continues the study.
+
+Follow one study top to bottom in :func:`tune`; a worker's loop is
+:func:`run_worker`; one trial is :meth:`_Objective.__call__`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from .errors import DnasError, RunFailed, StopRun, UsageError
+from .manifest import ManifestBase, apply_overrides, load_manifest, read_yaml, validate_manifest
+from .markers import hookimpl
+from .plugin_manager import DnasPluginManager, get_plugin_manager
+from .progress import log
+from .rundir import RunDir, atomic_write_json, atomic_write_text
+from .seeding import derive_seed
+from .tune_config import CategoricalParam, FloatParam, IntParam, TuneConfig
+
+try:  # optuna is a dependency of dnas, but keep `import dnas_core` free of it
+    import optuna
+    from optuna.storages import BaseStorage, JournalStorage
+    from optuna.storages._heartbeat import BaseHeartbeat
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import FrozenTrial, TrialState
+except ImportError as _exc:  # pragma: no cover
+    raise UsageError("dnas tune needs optuna: pip install 'optuna>=4.0'") from _exc
+
+# Optuna 4.9 renamed the retry callback and the RDB storage's argument for it.
+RetryCallback = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+_STALE_KW = ("heartbeat_stale_trial_callback"
+             if "heartbeat_stale_trial_callback" in optuna.storages.RDBStorage.__init__.__code__.co_varnames
+             else "failed_trial_callback")
+
+#: Trial states that use up the budget of a study (see :func:`budget_used`).
+_COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+_HEARTBEAT_ATTR = "dnas:heartbeat"
+
+
+class TrialPruned(StopRun):
+    """The pruner stopped this trial's run (becomes :class:`optuna.TrialPruned`)."""
+
+
+# --------------------------------------------------------------------------------------
+# Storage
+# --------------------------------------------------------------------------------------
+
+
+class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """Optuna's journal-file storage with the heartbeat that only its RDB storage has.
+
+    A running trial's heartbeat is a system attribute holding the wall time of its
+    last beat; a trial whose last beat (or start) is older than ``grace_period``
+    seconds is stale. Workers on one machine share its clock, which is all a journal
+    file on a local disk needs.
+    """
+
+    def __init__(self, path: str | Path, heartbeat_interval: int | None = None, grace_period: int | None = None,
+                 heartbeat_stale_trial_callback: Any = None):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(JournalFileBackend(str(path)))
+        self._heartbeat_interval = heartbeat_interval
+        self._grace_period = grace_period or (3 * heartbeat_interval if heartbeat_interval else None)
+        self._stale_callback = heartbeat_stale_trial_callback
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            self.set_trial_system_attr(trial_id, _HEARTBEAT_ATTR, time.time())
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # the trial finished between two beats
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        if self._grace_period is None:
+            return []
+        now = time.time()
+        stale = []
+        for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            last = t.system_attrs.get(_HEARTBEAT_ATTR)
+            if last is None and t.datetime_start is not None:
+                last = t.datetime_start.timestamp()
+            if last is not None and now - float(last) > self._grace_period:
+                stale.append(t._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self._heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self):
+        return self._stale_callback
+
+
+def is_rdb_url(storage: str) -> bool:
+    return "://" in storage
+
+
+def make_storage(storage: str, cfg: TuneConfig) -> BaseStorage:
+    """An Optuna storage with heartbeats and retry of killed workers' trials.
+
+    ``storage`` is an RDB URL (``postgresql://user@host:port/db``, ``sqlite:///f.db``)
+    or the path of a journal file (optionally written ``journal:PATH``).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        retry = RetryCallback(max_retry=cfg.max_retry)
+    grace = cfg.grace_s or 3 * cfg.heartbeat_s
+    if is_rdb_url(storage):
+        try:
+            return optuna.storages.RDBStorage(
+                storage, heartbeat_interval=cfg.heartbeat_s, grace_period=grace,
+                engine_kwargs={"pool_pre_ping": True}, **{_STALE_KW: retry},
+            )
+        except ImportError as exc:
+            raise UsageError(f"storage {_redact(storage)}: the database driver is missing ({exc}); "
+                             "for PostgreSQL: pip install psycopg2-binary") from None
+        except Exception as exc:  # noqa: BLE001 - sqlalchemy raises many kinds
+            raise UsageError(f"storage {_redact(storage)}: cannot connect: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    path = storage[len("journal:"):] if storage.startswith("journal:") else storage
+    return HeartbeatJournalStorage(path, cfg.heartbeat_s, grace, retry)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
+# --------------------------------------------------------------------------------------
+# Sampler, pruner, parameters
+# --------------------------------------------------------------------------------------
+
+
+def make_sampler(cfg: TuneConfig, seed: int) -> optuna.samplers.BaseSampler:
+    s = cfg.sampler
+    kind = s.type
+    if kind == "auto":
+        kind = "tpe" if len(cfg.objectives) == 1 else "nsga2"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if kind == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.n_startup_trials, multivariate=True,
+                                              constant_liar=True)
+        if kind == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if kind == "gp":
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=s.n_startup_trials)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=s.population_size)
+
+
+def make_pruner(cfg: TuneConfig, max_epochs: int) -> optuna.pruners.BasePruner:
+    p = cfg.pruner
+    if p.type == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
+    if p.type == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=p.min_resource, max_resource=max(max_epochs, p.min_resource),
+                                              reduction_factor=p.reduction_factor)
+    return optuna.pruners.NopPruner()
+
+
+def suggest(trial: optuna.Trial, cfg: TuneConfig) -> dict[str, Any]:
+    """Draw every parameter of ``cfg.params`` for ``trial``."""
+    out: dict[str, Any] = {}
+    for key, spec in cfg.params.items():
+        if isinstance(spec, FloatParam):
+            out[key] = trial.suggest_float(key, spec.low, spec.high, log=spec.log, step=spec.step)
+        elif isinstance(spec, IntParam):
+            out[key] = trial.suggest_int(key, spec.low, spec.high, log=spec.log, step=spec.step)
+        elif isinstance(spec, CategoricalParam):
+            out[key] = trial.suggest_categorical(key, spec.choices)
+    return out
+
+
+def yaml_scalar(value: Any) -> str:
+    """``value`` written so that an override (parsed with ``yaml.safe_load``) reads it
+    back unchanged (``1e-05`` alone would be read as a string by YAML 1.1)."""
+    text = yaml.safe_dump(value, default_flow_style=True).strip()
+    if text.endswith("\n..."):
+        text = text[: -len("\n...")]
+    text = text.removesuffix("...").strip()
+    if yaml.safe_load(text) != value:
+        raise UsageError(f"tune: cannot write {value!r} as a manifest override")
+    return text
+
+
+def param_overrides(values: dict[str, Any]) -> list[str]:
+    return [f"{k}={yaml_scalar(v)}" for k, v in values.items()]
+
+
+# --------------------------------------------------------------------------------------
+# Objective values from a finished run
+# --------------------------------------------------------------------------------------
+
+
+def run_values(run_dir: Path, result: dict[str, Any]) -> dict[str, float]:
+    """Every value an objective may name, from a finished run directory."""
+    values: dict[str, float] = {}
+    last: dict[str, dict[str, Any]] = {}
+    for rec in RunDir(run_dir).metrics():
+        last[str(rec.get("stage"))] = rec
+    for stage, rec in last.items():
+        for k, v in rec.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.startswith("arch/"):
+                values[f"{stage}.{k}"] = float(v)
+    for k, v in (result.get("test_metrics") or {}).items():
+        if isinstance(v, (int, float)):
+            values[f"test.{k}"] = float(v)
+    for k in ("latency_ms", "params", "wall_seconds"):
+        if isinstance(result.get(k), (int, float)):
+            values[k] = float(result[k])
+    return values
+
+
+def objective_values(cfg: TuneConfig, values: dict[str, float]) -> list[float]:
+    out = []
+    for obj in cfg.objectives:
+        if obj.metric not in values:
+            known = ", ".join(sorted(values)) or "none"
+            raise UsageError(f"tune.objectives: metric {obj.metric!r} is not produced by the run (available: {known})")
+        out.append(values[obj.metric])
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Pruning
+# --------------------------------------------------------------------------------------
+
+
+class PruningReporter:
+    """Registered as a plugin for one trial's run: reports the search stage's
+    per-epoch metric to the trial and stops the run when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, metric: str, multi_objective: bool):
+        self.trial = trial
+        self.metric = metric
+        self.enabled = not multi_objective
+        self.reported = 0
+
+    @hookimpl
+    def dnas_epoch_end(self, run, stage: str, epoch: int, metrics: dict[str, float]) -> None:
+        if not self.enabled or stage != "search" or self.metric not in metrics:
+            return
+        value = float(metrics[self.metric])
+        if not math.isfinite(value):
+            raise TrialPruned(f"search {self.metric} is {value} at epoch {epoch}")
+        self.trial.report(value, epoch)
+        self.reported += 1
+        if self.trial.should_prune():
+            raise TrialPruned(f"pruned at search epoch {epoch} ({self.metric}={value:.4g})")
+
+
+# --------------------------------------------------------------------------------------
+# One trial
+# --------------------------------------------------------------------------------------
+
+
+class _Objective:
+    """Runs one trial: draw parameters, run the manifest, return the objective values."""
+
+    def __init__(self, manifest_path: Path, overrides: list[str], cfg: TuneConfig, study_dir: Path,
+                 pm: DnasPluginManager, base_seed: int):
+        self.manifest_path = manifest_path
+        self.overrides = list(overrides)
+        self.cfg = cfg
+        self.study_dir = study_dir
+        self.pm = pm
+        self.base_seed = base_seed
+
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        from .orchestrator import Orchestrator
+
+        cfg = self.cfg
+        params = suggest(trial, cfg)
+        overrides = [*self.overrides, *cfg.overrides, *param_overrides(params)]
+        if cfg.vary_seed:
+            overrides.append(f"seed={self.base_seed + trial.number}")
+        orch = None
+        retried = retried_from(trial)
+        if retried is not None:
+            previous = self.study_dir / "trials" / f"trial-{retried:04d}"
+            if RunDir(previous).exists("manifest.yaml") and RunDir(previous).status().get("status") != "completed":
+                log(f"[tune] trial {trial.number} retries trial {retried}: resuming {previous}")
+                orch = Orchestrator.resume(previous, self.pm)
+        if orch is None:
+            out = self.study_dir / "trials" / f"trial-{trial.number:04d}"
+            orch = Orchestrator.new(self.manifest_path, overrides, out, self.pm)
+        run_dir = orch.run_dir.path
+        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+        log(f"[tune] trial {trial.number}: {', '.join(f'{k}={v}' for k, v in params.items())} -> {run_dir}")
+        reporter = PruningReporter(trial, cfg.resolved_prune_metric(), len(cfg.objectives) > 1)
+        self.pm.register(reporter, name=f"tune-pruning:{trial.number}:{id(reporter)}")
+        try:
+            result = orch.run()
+        except TrialPruned as exc:
+            orch.run_dir.set_status("pruned", reason=str(exc))
+            raise optuna.TrialPruned(str(exc)) from None
+        finally:
+            self.pm.unregister(reporter)
+        values = run_values(run_dir, result)
+        trial.set_user_attr("values", values)
+        out_values = objective_values(cfg, values)
+        return out_values[0] if len(out_values) == 1 else out_values
+
+
+# --------------------------------------------------------------------------------------
+# Study set-up and workers
+# --------------------------------------------------------------------------------------
+
+
+def load_tune_config(manifest_path: str | Path, overrides: list[str], pm: DnasPluginManager) -> tuple[ManifestBase, TuneConfig]:
+    """The validated manifest and its ``tune:`` section; every tuned path is checked
+    by validating the manifest with each parameter's bounds (a misspelt path fails
+    here, naming it, rather than in every trial)."""
+    manifest = load_manifest(manifest_path, pm.registries, overrides)
+    cfg = manifest.tune
+    if cfg is None:
+        raise UsageError(f"{manifest_path}: no tune: section (it declares the parameters to tune)")
+    data = apply_overrides(read_yaml(manifest_path), [*overrides, *cfg.overrides])
+    for key, spec in cfg.params.items():
+        probes = spec.choices if isinstance(spec, CategoricalParam) else [spec.low, spec.high]
+        for value in probes:
+            probe = apply_overrides(data, [f"{key}={yaml_scalar(value)}"])
+            _check_path_exists(data, key, manifest_path)
+            try:
+                validate_manifest(probe, pm.registries, source=str(manifest_path))
+            except DnasError as exc:
+                raise UsageError(f"tune.params.{key}: value {value!r} makes the manifest invalid: {exc}") from None
+    return manifest, cfg
+
+
+def _check_path_exists(data: dict[str, Any], key: str, source: str | Path) -> None:
+    """A tuned key must name a field the manifest (or its component's config) has:
+    setting an unknown key is caught by extra=forbid, except for a missing section."""
+    section = key.split(".", 1)[0]
+    if "." in key and section not in data:
+        raise UsageError(f"{source}: tune.params.{key}: the manifest has no {section}: section")
+
+
+def study_names(manifest: ManifestBase, cfg: TuneConfig, study: str | None, study_dir: str | None,
+                storage: str | None) -> tuple[str, Path, str]:
+    """(study name, study directory, storage) after command-line overrides."""
+    name = study or cfg.study_name or manifest.name
+    sdir = Path(study_dir or cfg.study_dir or Path(manifest.output.root) / f"tune-{name}")
+    store = storage or cfg.storage or str(sdir / "journal.log")
+    return name, sdir, store
+
+
+def open_study(storage: BaseStorage, name: str, cfg: TuneConfig, seed: int, max_epochs: int) -> optuna.Study:
+    study = optuna.create_study(storage=storage, study_name=name, directions=cfg.directions,
+                                sampler=make_sampler(cfg, seed), pruner=make_pruner(cfg, max_epochs),
+                                load_if_exists=True)
+    have = [d.name.lower() for d in study.directions]
+    if have != cfg.directions:
+        raise UsageError(f"study {name!r} already exists with directions {have}, the manifest asks for {cfg.directions}; "
+                         "choose another --study name")
+    return study
+
+
+def retried_from(trial: optuna.Trial) -> int | None:
+    """The number of the killed trial that ``trial`` retries, or None."""
+    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.number == trial.number:
+            return t.system_attrs.get("failed_trial")  # set by the retry callback
+    return None
+
+
+def budget_used(trials: Sequence[FrozenTrial]) -> int:
+    """Trials that count against ``n_trials``: finished or running ones, where a
+    killed trial and its retries count once."""
+    counted = [t for t in trials if t.state in _COUNTED]
+    retries = [t for t in counted if t.system_attrs.get("failed_trial") is not None]
+    return len(counted) - len(retries)
+
+
+def _search_epochs(manifest: ManifestBase) -> int:
+    return int(getattr(manifest.strategy, "epochs", 1) or 1)  # type: ignore[attr-defined]
+
+
+def run_worker(manifest_path: str | Path, overrides: list[str], storage: str, study_name: str, study_dir: Path,
+               n_trials: int, worker_index: int = 0, pm: DnasPluginManager | None = None) -> int:
+    """One worker: run trials of the shared study until its budget is used.
+    Returns how many trials this worker ran."""
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    pm = pm or get_plugin_manager()
+    manifest, cfg = load_tune_config(manifest_path, overrides, pm)
+    seed = derive_seed(cfg.sampler.seed if cfg.sampler.seed is not None else manifest.seed, "tune", worker_index) % 2**31
+    study = open_study(make_storage(storage, cfg), study_name, cfg, seed, _search_epochs(manifest))
+    objective = _Objective(Path(manifest_path), overrides, cfg, study_dir, pm, manifest.seed)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    t0 = time.monotonic()
+    ran = 0
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        if budget_used(trials) >= n_trials and not waiting:
+            break
+        if cfg.timeout_s is not None and time.monotonic() - t0 > cfg.timeout_s:
+            break
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.optimize(objective, n_trials=1, catch=(RunFailed,), gc_after_trial=True)
+        ran += 1
+    return ran
+
+
+def tune(manifest_path: str | Path, overrides: list[str] | None = None, storage: str | None = None,
+         study: str | None = None, study_dir: str | None = None, n_trials: int | None = None, workers: int = 1,
+         report: bool = True, pm: DnasPluginManager | None = None) -> dict[str, Any]:
+    """Run (or continue) a study with ``workers`` local processes; returns its summary."""
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    overrides = list(overrides or [])
+    pm = pm or get_plugin_manager()
+    manifest, cfg = load_tune_config(manifest_path, overrides, pm)
+    name, sdir, store = study_names(manifest, cfg, study, study_dir, storage)
+    budget = n_trials if n_trials is not None else cfg.n_trials
+    sdir.mkdir(parents=True, exist_ok=True)
+    # Create the study once here so that the workers only ever load it.
+    study_obj = open_study(make_storage(store, cfg), name, cfg, 0, _search_epochs(manifest))
+    log(f"[tune] study {name!r} on {_redact(store)}: budget {budget} trials, {workers} worker(s), dir {sdir}")
+    if workers <= 1:
+        run_worker(manifest_path, overrides, store, name, sdir, budget, 0, pm)
+    else:
+        _run_worker_processes(manifest_path, overrides, store, name, sdir, budget, workers)
+    study_obj = optuna.load_study(study_name=name, storage=make_storage(store, cfg))
+    summary = study_summary(study_obj, cfg, store, sdir)
+    if report:
+        summary["report"] = str(write_study_report(study_obj, cfg, sdir, summary))
+    return summary
+
+
+def _run_worker_processes(manifest_path: str | Path, overrides: list[str], storage: str, name: str, sdir: Path,
+                          budget: int, workers: int) -> None:
+    logs = sdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = []
+    try:
+        for i in range(workers):
+            cmd = [sys.executable, "-m", "dnas_core", "tune", str(manifest_path), *overrides, "--storage", storage,
+                   "--study", name, "--study-dir", str(sdir), "--n-trials", str(budget), "--worker-index", str(i),
+                   "--no-report"]
+            fh = open(logs / f"worker-{i}.log", "ab")
+            procs.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT), fh))
+        log(f"[tune] {workers} workers started; logs in {logs}")
+        codes = [p.wait() for p, _ in procs]
+    except BaseException:
+        for p, _ in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p, _ in procs:
+            p.wait()
+        raise
+    finally:
+        for _, fh in procs:
+            fh.close()
+    bad = [(i, c) for i, c in enumerate(codes) if c != 0]
+    if bad:
+        i, c = bad[0]
+        tail = (logs / f"worker-{i}.log").read_text(errors="replace").strip().splitlines()[-1:]
+        raise RunFailed(f"tune worker {i} exited with status {c} (see {logs / f'worker-{i}.log'}): {' '.join(tail)}")
+
+
+# --------------------------------------------------------------------------------------
+# Summary and report
+# --------------------------------------------------------------------------------------
+
+
+def study_summary(study: optuna.Study, cfg: TuneConfig, storage: str, sdir: Path) -> dict[str, Any]:
+    trials = study.get_trials(deepcopy=False)
+    states = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+    best = study.best_trials if any(t.state == TrialState.COMPLETE for t in trials) else []
+    return {
+        "study": study.study_name,
+        "storage": _redact(storage),
+        "study_dir": str(sdir),
+        "objectives": [o.model_dump() for o in cfg.objectives],
+        "trials": len(trials),
+        "states": {k: v for k, v in states.items() if v},
+        "best": [{"number": t.number, "values": t.values, "params": t.params,
+                  "run_dir": t.user_attrs.get("run_dir")} for t in best],
+    }
+
+
+def write_study_report(study: optuna.Study, cfg: TuneConfig, sdir: Path, summary: dict[str, Any]) -> Path:
+    """``<study dir>/report/``: Optuna's plots as PNG, the trials as CSV, report.md."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    out = sdir / "report"
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    names = [o.metric for o in cfg.objectives]
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    plots: list[str] = []
+    problems: list[str] = []
+
+    def save(fname: str, fn) -> None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ax = fn()
+            fig = ax.ravel()[0].figure if hasattr(ax, "ravel") else ax.figure
+            fig.savefig(out / "plots" / fname, dpi=110, bbox_inches="tight")
+            plt.close(fig)
+            plots.append(fname)
+        except Exception as exc:  # noqa: BLE001 - a plot Optuna cannot draw yet is not fatal
+            problems.append(f"{fname}: {type(exc).__name__}: {exc}")
+            plt.close("all")
+
+    if complete:
+        for i, metric in enumerate(names):
+            target = (lambda t, i=i: t.values[i]) if len(names) > 1 else None
+            safe = metric.replace("/", "_")
+            save(f"history_{safe}.png", lambda: ovm.plot_optimization_history(
+                study, target=target, target_name=metric))
+            if len(complete) >= 2 and len(cfg.params) >= 1:
+                save(f"importances_{safe}.png", lambda: ovm.plot_param_importances(
+                    study, target=target, target_name=metric))
+        if len(names) > 1:
+            save("pareto_front.png", lambda: ovm.plot_pareto_front(study, target_names=names[:3]))
+        if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+            save("intermediate_values.png", lambda: ovm.plot_intermediate_values(study))
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        rows.append({"number": t.number, "state": t.state.name.lower(),
+                     **{f"value_{n}": (t.values[i] if t.values else None) for i, n in enumerate(names)},
+                     **{f"param_{k}": v for k, v in t.params.items()},
+                     "duration_s": t.duration.total_seconds() if t.duration else None,
+                     "run_dir": t.user_attrs.get("run_dir")})
+    _write_csv(out / "trials.csv", rows)
+    atomic_write_json(out / "summary.json", {**summary, "plots": plots, "plot_problems": problems})
+    lines = [f"# Study `{study.study_name}`", "",
+             f"Storage: `{summary['storage']}`. Trials: {summary['trials']} "
+             f"({', '.join(f'{k} {v}' for k, v in summary['states'].items())}).", "",
+             "Objectives: " + ", ".join(f"{o.metric} ({o.direction})" for o in cfg.objectives), ""]
+    if summary["best"]:
+        lines += ["## Best trial" + ("s (Pareto front)" if len(names) > 1 else ""), "",
+                  "| trial | " + " | ".join(names) + " | params | run directory |",
+                  "|---|" + "---|" * len(names) + "---|---|"]
+        for b in summary["best"]:
+            vals = " | ".join(f"{v:.4g}" for v in b["values"])
+            params = ", ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items())
+            lines.append(f"| {b['number']} | {vals} | {params} | `{b['run_dir']}` |")
+        lines += ["", f"Export the best network again with `dnas export {summary['best'][0]['run_dir']}`.", ""]
+    for p in plots:
+        lines += [f"![{p}](plots/{p})", ""]
+    if problems:
+        lines += ["Plots not drawn: " + "; ".join(problems), ""]
+    atomic_write_text(out / "report.md", "\n".join(lines))
+    return out / "report.md"
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    import csv
+    import io
+
+    fields = list(dict.fromkeys(k for r in rows for k in r)) or ["number"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, restval="")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+__all__ = ["tune", "run_worker", "make_storage", "HeartbeatJournalStorage", "budget_used", "run_values",
+           "write_study_report", "TrialPruned", "PruningReporter"]

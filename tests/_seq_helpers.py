@@ -55,3 +55,16 @@ def wav_folder_root() -> Path:
 
 def wav_folder(**cfg):
     return task("wav_folder", path=str(wav_folder_root()), duration=0.6, **cfg)
+
+
+def one_thread():
+    """Body of the seq tests' autouse fixture: one torch thread for the module.
+
+    On these shared 2-core machines, under load, two OpenMP threads made a supernet
+    step 30-100x slower than one (spin-waiting on a busy core); one thread is also
+    what small sequence models need."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    return before

@@ -13,6 +13,13 @@ from dnas_core import IncompatibleError, MixWeights
 from dnas_core.testing import SearchSpaceContract
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = h.one_thread()
+    yield
+    torch.set_num_threads(before)
+
+
 def _space(name, **cfg):
     return h.registries().spaces.create(name, cfg)
 

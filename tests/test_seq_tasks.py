@@ -9,6 +9,13 @@ import torch
 
 from dnas_core.testing import TaskContract
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = h.one_thread()
+    yield
+    torch.set_num_threads(before)
+
 import _seq_helpers as h
 
 

@@ -12,7 +12,7 @@ import pytest
 from dnas_core import UsageError, get_plugin_manager
 from dnas_core.orchestrator import Orchestrator
 
-from .conftest import MINI_MANIFEST
+from conftest import MINI_MANIFEST
 
 
 def test_tensorboard_event_files(finished_run):
@@ -64,7 +64,7 @@ def test_mlflow_nested_under_an_active_parent(tmp_path):
         assert child.info.status == "FAILED" and child.data.tags["dnas.error"] == "RunFailed: boom"
         assert child.data.metrics["search/train_loss"] == 1.5
     finally:
-        mlflow.set_tracking_uri(None) if hasattr(mlflow, "set_tracking_uri") else None
+        mlflow.set_tracking_uri(None)
 
 
 @pytest.mark.parametrize("name,module", [("tensorboard", "torch.utils.tensorboard"), ("mlflow", "mlflow")])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ def read_idx(path: str | Path) -> np.ndarray:
             raw = gzip.decompress(raw)
     except FileNotFoundError:
         raise DataError(f"{p}: file not found; expected an IDX file (e.g. train-images-idx3-ubyte.gz)") from None
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"{p}: cannot read as gzip-compressed IDX: {exc}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
         raise DataError(f"{p}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")

@@ -109,3 +109,25 @@ def test_fuzz_data_parsers_end_in_clear_errors(target):
     stats = fuzz_target(target, n=40, seed=7)
     assert stats.tried == 40
     assert stats.unclear == [], stats.unclear[:3]
+
+
+def test_no_unsafe_deserialisation_in_the_sources():
+    """Every torch.load is weights_only=True, every np.load allow_pickle=False, YAML is
+    only safe_load'ed and no module calls pickle.load/loads directly."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for folder in ("dnas_core", "plugins", "tasks", "search_spaces"):
+        for path in (root / folder).rglob("*.py"):
+            text = path.read_text(encoding="utf-8")
+            for m in re.finditer(r"\btorch\.load\(([^()]|\([^()]*\))*\)", text):
+                if "weights_only=True" not in m.group(0):
+                    offenders.append(f"{path.relative_to(root)}: {m.group(0)[:80]}")
+            for m in re.finditer(r"\bnp\.load\(([^()]|\([^()]*\))*\)", text):
+                if "allow_pickle=False" not in m.group(0):
+                    offenders.append(f"{path.relative_to(root)}: {m.group(0)[:80]}")
+            for pat in (r"\byaml\.(load|unsafe_load|full_load)\(", r"\bpickle\.loads?\("):
+                for m in re.finditer(pat, text):
+                    offenders.append(f"{path.relative_to(root)}: {m.group(0)}")
+    assert offenders == []

@@ -93,7 +93,11 @@ class Network(nn.Module):
         self.body = body
         self.head = head
 
-    def forward(self, x: Any) -> torch.Tensor:
+    def forward(self, x: Any, *more: torch.Tensor) -> torch.Tensor:
+        # Multi-input tasks (recommendation: user, item) pass a tuple when training
+        # and separate tensors when exported (ONNX has one graph input per tensor).
+        if more:
+            x = (x, *more)
         return self.head(self.body(self.stem(x)))
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Any, ContextManager, Literal, Optional
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from dnas_core import Backend, ComponentConfig, hookimpl
@@ -23,6 +24,17 @@ class CPUConfig(ComponentConfig):
         None, ge=1, description="torch intra-op threads; default: the CPUs this process may use."
     )
     channels_last: bool = Field(True, description="Use the channels-last memory format for 4-D tensors.")
+    clock: Literal["wall", "thread_cpu"] = Field(
+        "wall",
+        description="what latency measurements read: wall time, or the CPU time of the calling thread "
+        "(needs threads: 1; unaffected by other processes competing for the cores)",
+    )
+
+    @model_validator(mode="after")
+    def _thread_clock_needs_one_thread(self) -> "CPUConfig":
+        if self.clock == "thread_cpu" and self.threads != 1:
+            raise ValueError("clock: thread_cpu measures only the calling thread, so it needs threads: 1")
+        return self
 
 
 class CPUBackend(Backend):
@@ -52,6 +64,9 @@ class CPUBackend(Backend):
         if self.config.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
+
+    def timer(self) -> float:
+        return time.thread_time() if self.config.clock == "thread_cpu" else time.perf_counter()
 
 
 class CUDAConfig(ComponentConfig):

@@ -22,13 +22,14 @@ from dnas_core import (
     Genotype,
     GraphEncoding,
     IncompatibleError,
+    LatencyOp,
     MixWeights,
     Network,
     SearchSpace,
     Supernet,
 )
 
-from .ops import EDGES, OPS, InferCell, ResBlock, SearchCell
+from .ops import EDGES, OPS, InferCell, ResBlock, SearchCell, make_op
 
 #: Node types of the graph encoding: the input, the five operations, the output.
 NODE_TYPES: tuple[str, ...] = ("input", *OPS, "output")
@@ -137,6 +138,20 @@ class NB201Net(nn.Module):
         return self.lastact(self.layers(x))
 
 
+class _Add(nn.Module):
+    """The sum of two edge outputs (what an extra incoming edge costs a cell)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + x
+
+
+class _Zeros(nn.Module):
+    """The zero tensor of a node whose inputs are all ``none``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
 class NB201Space(SearchSpace):
     """NAS-Bench-201 cell space: 6 edges x 5 operations, 15,625 architectures."""
 
@@ -202,6 +217,10 @@ class NB201Space(SearchSpace):
             ops[e + 1, NODE_TYPES.index(op)] = 1
         return GraphEncoding(GRAPH_ADJACENCY.copy(), ops, NODE_TYPES)
 
+    def arch_indices(self, genotype: Genotype) -> list[torch.Tensor]:
+        self.check_genotype(genotype)
+        return [torch.tensor([OPS.index(op) for op in genotype.spec], dtype=torch.long)]
+
     def decode(self, graph: GraphEncoding) -> Genotype:
         if graph.op_names != NODE_TYPES or graph.num_nodes != len(EDGES) + 2:
             raise ValueError("graph does not use the NAS-Bench-201 encoding")
@@ -214,3 +233,65 @@ class NB201Space(SearchSpace):
         if any(t in ("input", "output") for t in inner):
             raise ValueError("an edge node of the graph decodes to input/output instead of an operation")
         return self.genotype(tuple(inner))
+
+    # -- latency --------------------------------------------------------------------
+    def _stages(self, task: Any) -> list[tuple[int, int, int]]:
+        """(channels, height, width) of the three stages of the retrained network."""
+        size = tuple(task.io_spec().body_size) or tuple(task.io_spec().input_shape[1:])
+        if len(size) != 2:
+            raise IncompatibleError(f"search space nb201 needs 2-D images; task {task.name!r} gives body size {size}")
+        c, (h, w) = self.config.retrain_C or self.config.C, size
+        out = []
+        for stage in range(3):
+            if stage:
+                c, h, w = 2 * c, -(-h // 2), -(-w // 2)
+            out.append((c, h, w))
+        return out
+
+    def _fixed_ops(self, task: Any) -> list[LatencyOp]:
+        stages = self._stages(task)
+        shape = tuple(int(s) for s in task.io_spec().input_shape)
+        c0 = stages[0][0]
+        ops = [LatencyOp(f"stem:{'x'.join(map(str, shape))}>{c0}", task.make_stem(c0), shape)]
+        for (c, h, w), (c2, _, _) in zip(stages[:-1], stages[1:], strict=True):
+            ops.append(LatencyOp(f"reduce:{c}>{c2}:{h}x{w}", ResBlock(c, c2), (c, h, w)))
+        c, h, w = stages[-1]
+        ops.append(LatencyOp(f"lastact:{c}:{h}x{w}", nn.Sequential(nn.BatchNorm2d(c), nn.ReLU()), (c, h, w)))
+        ops.append(LatencyOp(f"head:{c}:{h}x{w}", task.make_head(c), (c, h, w)))
+        return ops
+
+    @staticmethod
+    def _edge_keys(op: str, c: int, h: int, w: int) -> list[str]:
+        """For the expected latency (linear in the edge weights): a non-zero edge costs
+        its op and one addition into its node (one addition more per node than the
+        exact :meth:`genotype_ops`)."""
+        return [] if op == "none" else [f"{op}:c{c}:{h}x{w}", f"add:c{c}:{h}x{w}"]
+
+    def latency_ops(self, task: Any) -> list[LatencyOp]:
+        ops = self._fixed_ops(task)
+        for c, h, w in self._stages(task):
+            ops.append(LatencyOp(f"add:c{c}:{h}x{w}", _Add(), (c, h, w)))
+            ops.append(LatencyOp(f"zeros:c{c}:{h}x{w}", _Zeros(), (c, h, w)))
+            ops += [LatencyOp(f"{op}:c{c}:{h}x{w}", make_op(op, c), (c, h, w)) for op in OPS if op != "none"]
+        return ops
+
+    def genotype_ops(self, genotype: Genotype, task: Any) -> list[str]:
+        """Exact: each non-zero edge's op, one addition per extra input of a node, and
+        a zero tensor for a node without inputs."""
+        self.check_genotype(genotype)
+        n = self.config.retrain_N or self.config.N
+        keys = [op.key for op in self._fixed_ops(task)]
+        for c, h, w in self._stages(task):
+            cell = []
+            for j in range(1, 4):
+                live = [op for (t, _), op in zip(EDGES, genotype.spec, strict=True) if t == j and op != "none"]
+                cell += [f"{op}:c{c}:{h}x{w}" for op in live]
+                cell += [f"add:c{c}:{h}x{w}"] * (len(live) - 1) if live else [f"zeros:c{c}:{h}x{w}"]
+            keys += n * cell
+        return keys
+
+    def arch_op_keys(self, supernet: Network, task: Any):
+        n = self.config.retrain_N or self.config.N
+        stages = self._stages(task)
+        per_edge = [[[k for c, h, w in stages for k in n * self._edge_keys(op, c, h, w)] for op in OPS] for _ in EDGES]
+        return [op.key for op in self._fixed_ops(task)], [per_edge]

@@ -35,10 +35,13 @@ class DARTSConfig(DifferentiableConfig):
     fd_epsilon: float = Field(0.01, gt=0, description="finite-difference step, divided by the gradient norm")
 
 
-def _train_loss(strategy: DifferentiableStrategy, net: nn.Module, batch: tuple, loss_fn: nn.Module, backend) -> torch.Tensor:
+def _train_loss(net: nn.Module, batch: tuple, loss_fn: nn.Module, backend) -> torch.Tensor:
     x, y = batch
     with backend.autocast():
-        return loss_fn(net(x).float(), y)
+        out = net(x)
+    # Half-precision outputs are lifted to fp32; fp64 stays fp64 (the finite difference
+    # below subtracts two nearly equal gradients).
+    return loss_fn(out.float() if out.dtype in (torch.float16, torch.bfloat16) else out, y)
 
 
 def unrolled_arch_grads(
@@ -64,7 +67,7 @@ def unrolled_arch_grads(
     try:
         # 1. Virtual step w' = w - xi * (g + momentum * v + wd * w).
         _requires_grad(arch, False)
-        g = torch.autograd.grad(_train_loss(strategy, net, batch_w, loss_fn, backend), weights, allow_unused=True)
+        g = torch.autograd.grad(_train_loss(net, batch_w, loss_fn, backend), weights, allow_unused=True)
         _requires_grad(arch, True)
         with torch.no_grad():
             for i, p in enumerate(weights):
@@ -87,7 +90,7 @@ def unrolled_arch_grads(
             with torch.no_grad():
                 for p, w0, d in zip(weights, saved, d_w, strict=True):
                     p.copy_(w0).add_(d, alpha=float(sign * eps))
-            ga = torch.autograd.grad(_train_loss(strategy, net, batch_w, loss_fn, backend), arch, allow_unused=True)
+            ga = torch.autograd.grad(_train_loss(net, batch_w, loss_fn, backend), arch, allow_unused=True)
             ga = [torch.zeros_like(a) if x is None else x for a, x in zip(arch, ga, strict=True)]
             hv = ga if not hv else [h - x for h, x in zip(hv, ga, strict=True)]
         result = [da - xi * h / (2 * eps) for da, h in zip(d_arch, hv, strict=True)]

@@ -1,0 +1,369 @@
+"""The differentiable family on the NAS-Bench-201 space: every strategy through the
+contract suite, and unit tests of what each one changes."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from dnas_core import MixWeights
+from dnas_core.testing import StrategyContract, tiny_manifest
+
+# -- contract suites: every strategy runs end to end and deterministically ------------------
+
+
+def _tiny(strategy: dict) -> dict:
+    return tiny_manifest(
+        strategy={"epochs": 1, "batch_size": 32, "eval_supernet": False, **strategy},
+        task={"type": "digits", "limit_train": 60, "limit_test": 20},
+    )
+
+
+class TestDARTSSecondOrder(StrategyContract):
+    def manifest(self):
+        return _tiny({"type": "darts", "order": "second"})
+
+
+class TestGDAS(StrategyContract):
+    def manifest(self):
+        return _tiny({"type": "gdas"})
+
+
+class TestSNAS(StrategyContract):
+    def manifest(self):
+        return _tiny({"type": "snas"})
+
+
+class TestPCDARTS(StrategyContract):
+    def manifest(self):
+        return _tiny({"type": "pc_darts", "partial_channels": 2})
+
+
+class TestDrNAS(StrategyContract):
+    def manifest(self):
+        return _tiny({"type": "drnas"})
+
+
+class TestBetaDARTS(StrategyContract):
+    def manifest(self):
+        return _tiny({"type": "beta_darts"})
+
+
+class TestDARTSMinus(StrategyContract):
+    def manifest(self):
+        return _tiny({"type": "darts_minus"})
+
+
+class TestFairDARTS(StrategyContract):
+    def manifest(self):
+        return _tiny({"type": "fair_darts"})
+
+
+class TestSDARTSRS(StrategyContract):
+    def manifest(self):
+        return _tiny({"type": "sdarts_rs"})
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from dnas_core import get_plugin_manager
+
+    task = get_plugin_manager().registries.tasks.create("digits", {"limit_train": 60, "limit_test": 20})
+    task.data(0)
+    return task
+
+
+def _space(**cfg):
+    from dnas_core import get_plugin_manager
+
+    return get_plugin_manager().registries.spaces.create("nb201", {"C": 4, "N": 1, **cfg})
+
+
+def _batch(task, n: int, split: str = "train", offset: int = 0):
+    from dnas_core.training import iterate_batches
+
+    data = getattr(task.data(0), split)
+    x, y = next(iterate_batches(data, n + offset))
+    return x[offset:], y[offset:]
+
+
+class _NoAutocast:
+    def autocast(self):
+        return contextlib.nullcontext()
+
+
+# -- DARTS second order ----------------------------------------------------------------------
+
+
+def test_second_order_hypergradient_matches_exact_unrolled_gradient(digits) -> None:
+    """The finite-difference Hessian-vector product gives d/da L_val(w - xi grad_w L_train(w, a), a)."""
+    from torch.func import functional_call
+
+    from dnas_core import get_plugin_manager
+    from dnas_plugins.strategies.darts import unrolled_arch_grads
+
+    torch.manual_seed(0)
+    net = _space(C=2).build_supernet(digits).double().train()
+    strategy = get_plugin_manager().registries.strategies.create("darts", {"order": "second"})
+    with torch.no_grad():
+        net.body.alpha.normal_(0, 0.5)
+    xa, ya = _batch(digits, 16, "val")
+    xw, yw = _batch(digits, 16, "train")
+    batch_a, batch_w = (xa.double(), ya), (xw.double(), yw)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    arch = net.body.arch_parameters()
+    names = [n for n, p in net.named_parameters() if p is not arch[0]]
+    weights = [p for n, p in net.named_parameters() if p is not arch[0]]
+    xi = 0.5
+
+    # In float64 a small finite-difference step isolates the formula from the ReLU kinks
+    # that DARTS's default step (0.01) may cross on a network this small.
+    _, ours = unrolled_arch_grads(strategy, net, batch_a, batch_w, loss_fn, weights, arch, xi,
+                                  eps_scale=1e-6, backend=_NoAutocast())
+
+    # Exact: autograd through the virtual step.
+    g = torch.autograd.grad(loss_fn(net(batch_w[0]), batch_w[1]), weights, create_graph=True)
+    unrolled = {n: w - xi * gi for n, w, gi in zip(names, weights, g, strict=True)}
+    val = loss_fn(functional_call(net, {**unrolled, "body.alpha": arch[0]}, (batch_a[0],)), batch_a[1])
+    exact = torch.autograd.grad(val, arch[0])[0]
+    # First order for contrast: the weights held fixed.
+    first = torch.autograd.grad(loss_fn(net(batch_a[0]), batch_a[1]), arch[0])[0]
+
+    err = (ours[0] - exact).norm()
+    assert err < 1e-4 * exact.norm(), (err, exact.norm())
+    assert (first - exact).norm() > 100 * err  # the test sees the Hessian term
+
+
+# -- GDAS: one op per edge ---------------------------------------------------------------------
+
+
+def _count_convs(net, x, index) -> int:
+    w = torch.zeros(6, 5).scatter_(1, index.unsqueeze(1), 1.0)
+    net.body.weight_fn = lambda alpha: MixWeights(w, index)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        net(x)
+    return sum(e.count for e in prof.key_averages() if e.key == "aten::conv2d")
+
+
+def test_gdas_forward_computes_only_the_sampled_op(digits) -> None:
+    from dnas_plugins.strategies._gumbel import gumbel_hard
+    from dnas_search_spaces.nb201 import OPS
+
+    torch.manual_seed(0)
+    net = _space().build_supernet(digits).train()
+    x, _ = _batch(digits, 8)
+    skip, conv3 = OPS.index("skip_connect"), OPS.index("nor_conv_3x3")
+    n_skip = _count_convs(net, x, torch.full((6,), skip))
+    n_conv = _count_convs(net, x, torch.full((6,), conv3))
+    mixed = torch.tensor([conv3, skip, conv3, 0, skip, conv3])
+    # 3 cells (N=1 per stage), 6 edges: one convolution per conv edge, none for skip/none.
+    assert n_conv - n_skip == 3 * 6
+    assert _count_convs(net, x, mixed) - n_skip == 3 * 3
+
+    # Straight-through: exactly one-hot forward, gradient of the soft sample.
+    alpha = torch.randn(6, 5, requires_grad=True)
+    weights, index = gumbel_hard(alpha, tau=1.0)
+    assert torch.equal(weights.detach(), F.one_hot(index, 5).float())
+    (weights * torch.arange(5.0)).sum().backward()
+    assert alpha.grad is not None and alpha.grad.abs().sum() > 0
+
+
+def test_gumbel_temperature_schedule() -> None:
+    from dnas_plugins.strategies._gumbel import temperature
+
+    assert temperature(0, 10, 10.0, 0.1) == 10.0
+    assert temperature(9, 10, 10.0, 0.1) == pytest.approx(0.1)
+    assert temperature(9, 10, 1.0, 0.03, "exponential") == pytest.approx(0.03)
+    assert math.isclose(temperature(1, 3, 1.0, 0.01, "exponential"), 0.1)
+
+
+# -- PC-DARTS --------------------------------------------------------------------------------
+
+
+def test_partial_channels_k1_equals_darts(digits) -> None:
+    torch.manual_seed(0)
+    space = _space()
+    dense = space.build_supernet(digits).train()
+    partial = space.build_supernet(digits, partial_channels=1, edge_normalization=False).train()
+    partial.load_state_dict(dense.state_dict())
+    with torch.no_grad():
+        dense.body.alpha.normal_()
+        partial.body.alpha.copy_(dense.body.alpha)
+    x, _ = _batch(digits, 8)
+    torch.testing.assert_close(partial(x), dense(x), rtol=1e-5, atol=1e-5)
+
+
+def _textbook_partial_cell(cell, x, w, edge_w):
+    """Per edge: mixed op on the first C/K channels, concat the rest, shuffle, weight."""
+    from dnas_search_spaces.nb201.ops import EDGES, avg_pool, out_edges
+    from dnas_search_spaces.nb201.partial import channel_shuffle
+
+    ck = cell.ck
+    nodes = [x]
+    for j in range(1, 4):
+        total = 0
+        for e, (t, i) in enumerate(EDGES):
+            if t != j:
+                continue
+            xa, xb = nodes[i][:, :ck], nodes[i][:, ck:]
+            src = cell.sources[i]
+            k = out_edges(i).index(e)
+            sl = slice(k * ck, (k + 1) * ck)
+            bn = lambda y: F.batch_norm(y, None, None, training=True)  # noqa: E731
+            outs = [xa * 0, xa, bn(F.conv2d(F.relu(xa), src.conv1.weight[sl])),
+                    bn(F.conv2d(F.relu(xa), src.conv3.weight[sl], padding=1)), avg_pool(xa)]
+            mixed = sum(w[e, o] * outs[o] for o in range(5))
+            total = total + edge_w[e] * channel_shuffle(torch.cat([mixed, xb], 1), cell.k)
+        nodes.append(total)
+    return nodes[-1]
+
+
+def test_partial_cell_matches_the_textbook_pc_darts_edge(digits) -> None:
+    from dnas_search_spaces.nb201.partial import PartialSearchCell, edge_weights
+
+    torch.manual_seed(0)
+    cell = PartialSearchCell(8, 4, track=False).train()
+    assert cell.sources[0].conv3.weight.shape[1] == 2  # only C/K channels enter the ops
+    x = torch.randn(4, 8, 5, 5)
+    w = torch.softmax(torch.randn(6, 5), -1)
+    beta = torch.randn(6, requires_grad=True)
+    ew = edge_weights(beta)
+    for j in (1, 2, 3):  # softmax over each node's incoming edges
+        from dnas_search_spaces.nb201.partial import INCOMING
+
+        assert float(ew[INCOMING[j]].sum().detach()) == pytest.approx(1.0)
+    got = cell(x, MixWeights(w), ew)
+    torch.testing.assert_close(got, _textbook_partial_cell(cell, x, w, ew), rtol=1e-5, atol=1e-5)
+    got.sum().backward()
+    assert beta.grad is not None and beta.grad.abs().sum() > 0
+
+
+def test_partial_channels_must_divide_the_width(digits) -> None:
+    from dnas_core import IncompatibleError
+
+    with pytest.raises(IncompatibleError, match="partial_channels=3"):
+        _space().build_supernet(digits, partial_channels=3)
+    with pytest.raises(IncompatibleError, match="bogus"):
+        _space().build_supernet(digits, bogus=1)
+
+
+# -- DrNAS, beta-DARTS, DARTS-, Fair DARTS, SDARTS ---------------------------------------------
+
+
+def _strategy(name: str, **cfg):
+    from dnas_core import get_plugin_manager
+
+    return get_plugin_manager().registries.strategies.create(name, {"epochs": 5, **cfg})
+
+
+def test_drnas_samples_the_dirichlet_and_anchors_it(digits) -> None:
+    s = _strategy("drnas", kl_weight=1.0)
+    torch.manual_seed(0)
+    alpha = torch.randn(6, 5, requires_grad=True)
+    s.phase = "weight"
+    a, b = s.weight_fn(alpha).weights, s.weight_fn(alpha).weights
+    torch.testing.assert_close(a.sum(-1), torch.ones(6))
+    assert not torch.allclose(a, b)  # a fresh sample every pass
+    a.sum().backward()  # pathwise gradient
+    s.phase = "eval"
+    mean = s.weight_fn(alpha).weights
+    assert torch.equal(mean.argmax(-1), (F.elu(alpha) + 1).argmax(-1))
+    body = _space().build_supernet(digits).body
+    with torch.no_grad():
+        body.alpha.zero_()  # concentration 1 everywhere: the anchor itself
+    assert float(s.arch_regularizer(body).detach()) == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        body.alpha.normal_()
+    assert float(s.arch_regularizer(body).detach()) > 0
+
+
+def test_beta_decay_pulls_logits_by_their_softmax(digits) -> None:
+    s = _strategy("beta_darts", beta_weight=6.0)
+    s.on_epoch_start(4, None)
+    assert s.lam == 6.0
+    body = _space().build_supernet(digits).body
+    with torch.no_grad():
+        body.alpha.normal_()
+    s.arch_regularizer(body).backward()
+    torch.testing.assert_close(body.alpha.grad, torch.softmax(body.alpha.detach(), -1))  # 6 * softmax / 6 rows
+
+
+def test_darts_minus_auxiliary_skip_decays_to_zero(digits) -> None:
+    from dnas_search_spaces.nb201 import OPS
+
+    s = _strategy("darts_minus")
+    body = _space().build_supernet(digits).body
+    alpha = torch.randn(6, 5)
+    s.on_epoch_start(0, body)
+    w = s.weight_fn(alpha).weights
+    extra = w - torch.softmax(alpha, -1)
+    assert torch.allclose(extra[:, OPS.index("skip_connect")], torch.ones(6))
+    assert float(extra.abs().sum()) == pytest.approx(6.0)
+    s.on_epoch_start(4, body)
+    torch.testing.assert_close(s.weight_fn(alpha).weights, torch.softmax(alpha, -1))
+
+
+def test_fair_darts_sigmoid_weights_and_zero_one_loss() -> None:
+    from dnas_plugins.strategies.fair_darts import zero_one_loss
+
+    s = _strategy("fair_darts")
+    alpha = torch.randn(6, 5)
+    torch.testing.assert_close(s.weight_fn(alpha).weights, torch.sigmoid(alpha))
+    assert float(zero_one_loss(torch.full((6, 5), 10.0))) < float(zero_one_loss(torch.zeros(6, 5))) == 0.0
+
+
+def test_sdarts_perturbs_only_the_weight_step() -> None:
+    s = _strategy("sdarts_rs", epsilon=0.3, epsilon_start=0.3)
+    s.on_epoch_start(0, None)
+    alpha = torch.randn(6, 5)
+    clean = torch.softmax(alpha, -1)
+    s.phase = "arch"
+    torch.testing.assert_close(s.weight_fn(alpha).weights, clean)
+    s.phase = "weight"
+    noisy = s.weight_fn(alpha).weights
+    assert 0 < float((noisy - clean).abs().max()) <= 0.3
+
+
+# -- collapse monitor, early stop and the NAS-Bench-201 report section ------------------------
+
+
+def test_collapse_metrics() -> None:
+    from dnas_plugins.strategies.differentiable import collapse_metrics
+
+    space = _space()
+    collapsed = collapse_metrics(space.genotype(("skip_connect",) * 6))
+    assert collapsed == {"collapse/param_free_share": 1.0, "collapse/skip_count": 6.0}
+    mixed = collapse_metrics(space.genotype(("nor_conv_3x3", "none", "avg_pool_3x3", "skip_connect", "nor_conv_1x1",
+                                             "nor_conv_3x3")))
+    assert mixed == {"collapse/param_free_share": 0.5, "collapse/skip_count": 1.0}
+
+
+def test_early_stop_and_table_report(tmp_path, shared_data, monkeypatch) -> None:
+    import json
+
+    from dnas_core.orchestrator import run_manifest
+
+    monkeypatch.setenv("DNAS_NB201_TABLE", str(shared_data / "nas" / "nas-bench-201-test-accuracy.csv"))
+    m = _tiny({"type": "darts", "epochs": 4, "stop_at_skips": 1})
+    m["train"]["epochs"], m["export"] = 0, None
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(m))
+    run_dir, result = run_manifest(path, out=tmp_path / "run")
+    summary = json.loads((run_dir / "search_summary.json").read_text())
+    search = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    search = [r for r in search if r["stage"] == "search"]
+    assert all(0 <= r["collapse/param_free_share"] <= 1 for r in search)
+    assert "early_stop" in summary, "seed 0 derives a cell with a skip connection at once"
+    stop = summary["early_stop"]
+    assert len(search) == stop["epoch"] + 1 < 4 and search[-1]["collapse/skip_count"] >= 1
+    table = json.loads((run_dir / "nb201_table.json").read_text())
+    assert table["arch"] == result["genotype"]["text"] and 10 < table["cifar10"] < 95
+    assert "NAS-Bench-201 table" in (run_dir / "report.md").read_text()

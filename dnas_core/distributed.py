@@ -154,6 +154,19 @@ def sum_over_ranks(values: Sequence[float]) -> list[float]:
     return t.cpu().tolist()
 
 
+def max_rank_difference(tensors: Sequence[torch.Tensor]) -> float:
+    """The largest absolute difference between any rank's ``tensors`` and rank 0's
+    (0.0 when the ranks agree exactly, or outside data-parallel runs)."""
+    if not is_distributed() or not tensors:
+        return 0.0
+    flat = torch.cat([t.detach().reshape(-1).float() for t in tensors])
+    if dist.get_backend() == "nccl":
+        flat = flat.cuda()
+    gathered = [torch.empty_like(flat) for _ in range(world_size())]
+    dist.all_gather(gathered, flat)
+    return max(float((g - gathered[0]).abs().max()) for g in gathered)
+
+
 def broadcast_module(module: nn.Module) -> None:
     """Copy rank 0's parameters and buffers to every rank."""
     if not is_distributed():
@@ -280,4 +293,4 @@ def launch(nproc: int, dnas_args: Sequence[str]) -> int:
 
 
 __all__ = ["init_from_env", "is_distributed", "rank", "world_size", "is_main", "shard_batch", "sync_gradients",
-           "sum_over_ranks", "global_batch_norm", "broadcast_module", "broadcast_object", "FollowerRunDir", "launch", "shutdown"]
+           "sum_over_ranks", "max_rank_difference", "global_batch_norm", "broadcast_module", "broadcast_object", "FollowerRunDir", "launch", "shutdown"]

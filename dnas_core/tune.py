@@ -128,6 +128,7 @@ def make_storage(storage: str, cfg: TuneConfig) -> BaseStorage:
         retry = RetryCallback(max_retry=cfg.max_retry)
     grace = cfg.grace_s or 3 * cfg.heartbeat_s
     if is_rdb_url(storage):
+        storage = _postgres_driver(storage)
         try:
             return optuna.storages.RDBStorage(
                 storage, heartbeat_interval=cfg.heartbeat_s, grace_period=grace,
@@ -141,6 +142,18 @@ def make_storage(storage: str, cfg: TuneConfig) -> BaseStorage:
                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     path = storage[len("journal:"):] if storage.startswith("journal:") else storage
     return HeartbeatJournalStorage(path, cfg.heartbeat_s, grace, retry)
+
+
+def _postgres_driver(url: str) -> str:
+    """SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3; use psycopg2 when
+    only that driver is installed."""
+    import importlib.util
+
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare) and importlib.util.find_spec("psycopg") is None \
+                and importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url[len(bare):]
+    return url
 
 
 def _redact(url: str) -> str:
@@ -182,6 +195,8 @@ def make_pruner(cfg: TuneConfig, max_epochs: int) -> optuna.pruners.BasePruner:
     if p.type == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=p.min_resource, max_resource=max(max_epochs, p.min_resource),
                                               reduction_factor=p.reduction_factor)
+    if p.type == "threshold":
+        return optuna.pruners.ThresholdPruner(lower=p.lower, upper=p.upper, n_warmup_steps=p.n_warmup_steps)
     return optuna.pruners.NopPruner()
 
 
@@ -198,20 +213,34 @@ def suggest(trial: optuna.Trial, cfg: TuneConfig) -> dict[str, Any]:
     return out
 
 
-def yaml_scalar(value: Any) -> str:
-    """``value`` written so that an override (parsed with ``yaml.safe_load``) reads it
-    back unchanged (``1e-05`` alone would be read as a string by YAML 1.1)."""
-    text = yaml.safe_dump(value, default_flow_style=True).strip()
-    if text.endswith("\n..."):
-        text = text[: -len("\n...")]
-    text = text.removesuffix("...").strip()
-    if yaml.safe_load(text) != value:
-        raise UsageError(f"tune: cannot write {value!r} as a manifest override")
-    return text
+def set_path(data: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """A copy of manifest ``data`` with the dotted ``key`` set to ``value`` (the value
+    is placed as is, never re-parsed from text, so ``"0"`` stays a string)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    parts = key.split(".")
+    node: Any = out
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = node[int(part)]
+            continue
+        if not isinstance(node.get(part), (dict, list)):
+            if node.get(part) is not None:
+                raise UsageError(f"tune.params.{key}: {'.'.join(parts[: i + 1])} is not a section")
+            node[part] = {}
+        node = node[part]
+    if isinstance(node, list):
+        node[int(parts[-1])] = value
+    else:
+        node[parts[-1]] = value
+    return out
 
 
-def param_overrides(values: dict[str, Any]) -> list[str]:
-    return [f"{k}={yaml_scalar(v)}" for k, v in values.items()]
+def trial_manifest(base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    for key, value in params.items():
+        base = set_path(base, key, value)
+    return base
 
 
 # --------------------------------------------------------------------------------------
@@ -298,9 +327,6 @@ class _Objective:
 
         cfg = self.cfg
         params = suggest(trial, cfg)
-        overrides = [*self.overrides, *cfg.overrides, *param_overrides(params)]
-        if cfg.vary_seed:
-            overrides.append(f"seed={self.base_seed + trial.number}")
         orch = None
         retried = retried_from(trial)
         if retried is not None:
@@ -310,7 +336,14 @@ class _Objective:
                 orch = Orchestrator.resume(previous, self.pm)
         if orch is None:
             out = self.study_dir / "trials" / f"trial-{trial.number:04d}"
-            orch = Orchestrator.new(self.manifest_path, overrides, out, self.pm)
+            data = trial_manifest(apply_overrides(read_yaml(self.manifest_path), [*self.overrides, *cfg.overrides]),
+                                  {**params, **({"seed": self.base_seed + trial.number} if cfg.vary_seed else {})})
+            data.pop("tune", None)  # the trial is a plain run; the study holds the tuning set-up
+            # The trial's manifest is written out (not passed as text overrides) so that
+            # every sampled value reaches it unchanged.
+            path = self.study_dir / "manifests" / f"trial-{trial.number:04d}.yaml"
+            atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+            orch = Orchestrator.new(path, [], out, self.pm)
         run_dir = orch.run_dir.path
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
@@ -347,21 +380,12 @@ def load_tune_config(manifest_path: str | Path, overrides: list[str], pm: DnasPl
     for key, spec in cfg.params.items():
         probes = spec.choices if isinstance(spec, CategoricalParam) else [spec.low, spec.high]
         for value in probes:
-            probe = apply_overrides(data, [f"{key}={yaml_scalar(value)}"])
-            _check_path_exists(data, key, manifest_path)
+            probe = set_path(data, key, value)
             try:
                 validate_manifest(probe, pm.registries, source=str(manifest_path))
             except DnasError as exc:
                 raise UsageError(f"tune.params.{key}: value {value!r} makes the manifest invalid: {exc}") from None
     return manifest, cfg
-
-
-def _check_path_exists(data: dict[str, Any], key: str, source: str | Path) -> None:
-    """A tuned key must name a field the manifest (or its component's config) has:
-    setting an unknown key is caught by extra=forbid, except for a missing section."""
-    section = key.split(".", 1)[0]
-    if "." in key and section not in data:
-        raise UsageError(f"{source}: tune.params.{key}: the manifest has no {section}: section")
 
 
 def study_names(manifest: ManifestBase, cfg: TuneConfig, study: str | None, study_dir: str | None,
@@ -411,8 +435,11 @@ def run_worker(manifest_path: str | Path, overrides: list[str], storage: str, st
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     pm = pm or get_plugin_manager()
     manifest, cfg = load_tune_config(manifest_path, overrides, pm)
-    seed = derive_seed(cfg.sampler.seed if cfg.sampler.seed is not None else manifest.seed, "tune", worker_index) % 2**31
-    study = open_study(make_storage(storage, cfg), study_name, cfg, seed, _search_epochs(manifest))
+    base = cfg.sampler.seed if cfg.sampler.seed is not None else manifest.seed
+    study = open_study(make_storage(storage, cfg), study_name, cfg, base, _search_epochs(manifest))
+    # Each worker, and each resumption of the study, draws its own random stream
+    # (the same seed again would repeat the trials already run).
+    study.sampler = make_sampler(cfg, derive_seed(base, "tune", worker_index, len(study.trials)) % 2**31)
     objective = _Objective(Path(manifest_path), overrides, cfg, study_dir, pm, manifest.seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t0 = time.monotonic()
@@ -498,7 +525,9 @@ def _run_worker_processes(manifest_path: str | Path, overrides: list[str], stora
 def study_summary(study: optuna.Study, cfg: TuneConfig, storage: str, sdir: Path) -> dict[str, Any]:
     trials = study.get_trials(deepcopy=False)
     states = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
-    best = study.best_trials if any(t.state == TrialState.COMPLETE for t in trials) else []
+    best: list[FrozenTrial] = []
+    if any(t.state == TrialState.COMPLETE for t in trials):
+        best = study.best_trials if len(cfg.objectives) > 1 else [study.best_trial]
     return {
         "study": study.study_name,
         "storage": _redact(storage),

@@ -99,11 +99,19 @@ class SamplerConfig(_Section):
 
 
 class PrunerConfig(_Section):
-    type: Literal["none", "median", "hyperband"] = "median"
+    type: Literal["none", "median", "hyperband", "threshold"] = "median"
     n_startup_trials: int = Field(3, ge=0, description="median: trials that are never pruned")
     n_warmup_steps: int = Field(1, ge=0, description="median: epochs before a trial may be pruned")
     min_resource: int = Field(1, ge=1, description="hyperband: epochs every trial gets")
     reduction_factor: int = Field(3, ge=2, description="hyperband: keep 1/reduction_factor per rung")
+    lower: Optional[float] = Field(None, description="threshold: prune when the metric falls below this")
+    upper: Optional[float] = Field(None, description="threshold: prune when the metric rises above this")
+
+    @model_validator(mode="after")
+    def _check(self) -> PrunerConfig:
+        if self.type == "threshold" and self.lower is None and self.upper is None:
+            raise ValueError("threshold pruner: set lower and/or upper")
+        return self
 
 
 class TuneConfig(_Section):

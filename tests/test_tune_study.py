@@ -1,0 +1,160 @@
+"""Studies end to end on real storages: pruning, resuming, retrying a killed worker's
+trial, and several worker processes sharing one study (journal file, PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from dnas_core import hookimpl
+from dnas_core.errors import StopRun
+from dnas_core.orchestrator import Orchestrator
+from dnas_core.rundir import RunDir
+from dnas_core.tune import make_storage, run_worker, tune
+from dnas_core.tune_config import TuneConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Trials of a second or two: 100 training / 100 validation digits, a 4-channel cell.
+MANIFEST = {
+    "name": "tiny",
+    "seed": 0,
+    "task": {"type": "digits", "val_fraction": 0.5, "limit_train": 200, "limit_test": 50},
+    "space": {"type": "nb201", "C": 4, "N": 1, "retrain_C": 4, "retrain_N": 1},
+    "strategy": {"type": "darts", "epochs": 2, "batch_size": 32},
+    "train": {"epochs": 0},
+    "backend": {"type": "cpu", "threads": 1},
+    "export": {"type": "onnx"},
+}
+ARCH_LR = {"strategy.arch_lr": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True}}
+
+
+def manifest(tmp_path: Path, **tune) -> Path:
+    p = tmp_path / "tiny.yaml"
+    data = {**MANIFEST, "output": {"root": str(tmp_path / "runs")},
+            "tune": {"params": ARCH_LR, "pruner": {"type": "none"}, **tune}}
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def load(store: str, name: str = "tiny") -> optuna.Study:
+    cfg = TuneConfig.model_validate({"params": ARCH_LR})
+    return optuna.load_study(study_name=name, storage=make_storage(store, cfg))
+
+
+def search_epochs(run_dir: str | Path) -> list[int]:
+    return [r["epoch"] for r in RunDir(run_dir).metrics() if r["stage"] == "search"]
+
+
+def test_pruned_trials_stop_early_and_a_study_resumes(tmp_path, pm):
+    # An impossible accuracy floor prunes every trial after its first search epoch.
+    m = manifest(tmp_path, n_trials=2, pruner={"type": "threshold", "lower": 1.01, "n_warmup_steps": 0})
+    sdir = tmp_path / "study"
+    summary = tune(m, study_dir=str(sdir), report=False, pm=pm)
+    assert summary["states"] == {"pruned": 2}
+    study = load(str(sdir / "journal.log"))
+    for t in study.trials:
+        run_dir = t.user_attrs["run_dir"]
+        assert Path(run_dir).parent == sdir / "trials"
+        assert RunDir(run_dir).status()["status"] == "pruned"
+        assert search_epochs(run_dir) == [0]  # stopped after epoch 0 of 2
+        assert list(t.intermediate_values) == [0]
+    # Starting again with a larger budget continues the same study.
+    summary = tune(m, study_dir=str(sdir), n_trials=3, report=False, pm=pm)
+    assert summary["trials"] == 3 and summary["states"] == {"pruned": 3}
+    assert len({t.params["strategy.arch_lr"] for t in load(str(sdir / "journal.log")).trials}) == 3
+
+
+class _KillAtEpoch1:
+    """Stands in for a worker killed mid-search: its run ends in epoch 1, after the
+    checkpoint of epoch 0."""
+
+    @hookimpl
+    def dnas_epoch_end(self, run, stage, epoch, metrics):
+        if stage == "search" and epoch == 1:
+            raise StopRun("worker killed")
+
+
+def test_killed_workers_trial_is_retried_and_resumes_its_run(tmp_path, pm):
+    m = manifest(tmp_path, n_trials=1, heartbeat_s=1, grace_s=1)
+    sdir = tmp_path / "study"
+    store = str(sdir / "journal.log")
+    cfg = TuneConfig.model_validate(yaml.safe_load(m.read_text())["tune"])
+    study = optuna.create_study(storage=make_storage(store, cfg), study_name="tiny", direction="maximize")
+    # The "killed" worker: trial 0 is running, its run stopped in search epoch 1 and its
+    # heartbeat stopped long ago.
+    with pytest.warns(UserWarning, match="Heartbeat"):  # optuna: ask() outside optimize()
+        trial = study.ask()
+    lr = trial.suggest_float("strategy.arch_lr", 1e-4, 3e-2, log=True)
+    run0 = sdir / "trials" / "trial-0000"
+    killer = _KillAtEpoch1()
+    pm.register(killer, name="test-killer")
+    try:
+        with pytest.raises(StopRun):
+            Orchestrator.new(m, [f"strategy.arch_lr={lr!r}"], run0, pm).run()
+    finally:
+        pm.unregister(killer)
+    study._storage.set_trial_system_attr(trial._trial_id, "dnas:heartbeat", time.time() - 60)
+    assert RunDir(run0).load_checkpoint("search")["epoch"] == 0
+
+    ran = run_worker(m, [], store, "tiny", sdir, n_trials=1, pm=pm)
+
+    assert ran == 1
+    trials = load(store).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    retry = trials[1]
+    assert retry.system_attrs["failed_trial"] == 0
+    assert retry.params == trials[0].params
+    assert retry.user_attrs["run_dir"] == str(run0)  # the same run, resumed, not restarted
+    assert RunDir(run0).status()["status"] == "completed"
+    assert search_epochs(run0) == [0, 1]
+    last = [r for r in RunDir(run0).metrics() if r["stage"] == "search"][-1]
+    assert retry.value == pytest.approx(last["val_accuracy"])
+
+
+def _two_workers(tmp_path: Path, storage: str | None) -> None:
+    m = manifest(tmp_path, n_trials=2)
+    sdir = tmp_path / "study"
+    cmd = [sys.executable, "-m", "dnas_core", "tune", str(m), "--study-dir", str(sdir), "--workers", "2"]
+    if storage:
+        cmd += ["--storage", storage, "--study", f"tiny-{os.getpid()}-{time.time_ns()}"]
+    env = {**os.environ, "DNAS_PROGRESS": "0"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    study = load(storage or str(sdir / "journal.log"), summary["study"])
+    trials = study.get_trials()
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    # Both processes worked on the one study; together their trials are the study.
+    workers = {t.user_attrs["worker"] for t in done}
+    assert len(workers) == 2, workers
+    assert 2 <= len(done) <= 3  # the budget, plus at most one trial started in the same instant
+    assert len(trials) == len(done)
+    for i in range(2):
+        log = (sdir / "logs" / f"worker-{i}.log").read_text()
+        assert "Traceback" not in log
+    for t in done:
+        assert RunDir(t.user_attrs["run_dir"]).status()["status"] == "completed"
+        assert t.value == pytest.approx(t.user_attrs["values"]["search.val_accuracy"])
+    assert (sdir / "report" / "report.md").is_file()
+    assert any(p.name.startswith("history_") for p in (sdir / "report" / "plots").iterdir())
+
+
+def test_two_worker_processes_share_a_journal_study(tmp_path):
+    _two_workers(tmp_path, None)
+
+
+def test_two_worker_processes_share_a_postgresql_study(tmp_path):
+    url = os.environ.get("DNAS_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("DNAS_TEST_POSTGRES_URL is not set (start a server with scripts/start_postgres.sh)")
+    _two_workers(tmp_path, url)

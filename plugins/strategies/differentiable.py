@@ -40,6 +40,7 @@ from pydantic import Field
 from torch import nn
 
 from dnas_core import ComponentConfig, MixWeights, RunFailed, SearchOutcome, Strategy
+from dnas_core import distributed as ddp
 from dnas_core.seeding import derive_seed, torch_generator
 from dnas_core.space import Network, Supernet
 from dnas_core.training import DivergenceGuard, iterate_batches, lr_at, num_batches, set_lr
@@ -173,6 +174,7 @@ class DifferentiableStrategy(Strategy):
             if not guard.loss_ok(loss, self.epoch, self._optimizers):
                 return float("nan"), 0
             loss.backward()
+            ddp.sync_gradients(self._weights, self._share_w)  # data-parallel: average before clipping
             norm = nn.utils.clip_grad_norm_(self._weights, self.config.grad_clip)
             if not guard.grads_ok(norm, self.epoch, self._optimizers):
                 return float("nan"), 0
@@ -229,6 +231,14 @@ class DifferentiableStrategy(Strategy):
             guard.load_state(ckpt.get("divergence"))
             start = int(ckpt["epoch"]) + 1
             run.run_dir.truncate_metrics("search", start)
+        # Data-parallel (dnas_core.distributed): every rank starts from rank 0's state and
+        # the architecture gradients are averaged before every architecture update,
+        # whichever arch_step a subclass implements.
+        self._share_w = self._share_a = 1.0
+        if ddp.is_distributed():
+            ddp.broadcast_module(net)
+            a_opt.register_step_pre_hook(lambda opt, args, kwargs: ddp.sync_gradients(
+                [p for g in opt.param_groups for p in g["params"]], self._share_a))
 
         train, val = data.train, data.val
         if len(val) == 0:
@@ -245,25 +255,30 @@ class DifferentiableStrategy(Strategy):
                 gen = torch_generator(seed, "search", "w", epoch)
                 val_batches = cycle_batches(val, cfg.batch_size, seed, "search", "a", epoch, device=device)
                 net.train()
-                tot_loss, tot_n, tot_correct, arch_losses = 0.0, 0, 0, []
-                for xw, yw in iterate_batches(train, cfg.batch_size, shuffle=True, generator=gen,
-                                              drop_last=len(train) > cfg.batch_size, device=device):
-                    if epoch >= cfg.warmup_epochs:
-                        a_loss = self.arch_step(net, next(val_batches), (xw, yw), loss_fn, a_opt, w_opt, backend)
-                        if a_loss == a_loss:  # NaN: the divergence guard skipped the step
-                            arch_losses.append(a_loss)
-                    loss, correct = self.weight_step(net, (xw, yw), loss_fn, w_opt, backend)
+                tot_loss, tot_n, tot_correct, arch_total, arch_steps = 0.0, 0, 0, 0.0, 0
+                for batch in iterate_batches(train, cfg.batch_size, shuffle=True, generator=gen,
+                                             drop_last=len(train) > cfg.batch_size, device=device):
+                    (xw, yw), self._share_w = ddp.shard_batch(batch)  # this rank's slice of the global batch
+                    with ddp.global_batch_norm():  # data-parallel: batch norm over the global batch
+                        if epoch >= cfg.warmup_epochs:
+                            batch_a, self._share_a = ddp.shard_batch(next(val_batches))
+                            a_loss = self.arch_step(net, batch_a, (xw, yw), loss_fn, a_opt, w_opt, backend)
+                            if a_loss == a_loss:  # NaN: the divergence guard skipped the step
+                                arch_total += self._share_a * a_loss
+                                arch_steps += 1
+                        loss, correct = self.weight_step(net, (xw, yw), loss_fn, w_opt, backend)
                     if loss != loss:  # skipped by the divergence guard
                         continue
                     tot_loss += loss * yw.shape[0]
                     tot_n += yw.shape[0]
                     tot_correct += correct
                     bar.step(loss=tot_loss / max(tot_n, 1))
+                tot_loss, tot_n, tot_correct, arch_total = ddp.sum_over_ranks([tot_loss, tot_n, tot_correct, arch_total])
                 metrics: dict[str, Any] = {"train_loss": tot_loss / max(tot_n, 1),
                                            "train_accuracy": tot_correct / max(tot_n, 1)}
-                if arch_losses:
-                    metrics["arch_loss"] = sum(arch_losses) / len(arch_losses)
-                if cfg.eval_supernet:
+                if arch_steps:
+                    metrics["arch_loss"] = arch_total / arch_steps
+                if cfg.eval_supernet and ddp.is_main():  # only rank 0 logs
                     self.phase = "eval"
                     val_metrics = task.evaluate(net, val, device)
                     metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
@@ -289,6 +304,9 @@ class DifferentiableStrategy(Strategy):
         self.phase = "eval"
         summary = {"epochs": cfg.epochs, "arch_weights": body.arch_snapshot(),
                    "arch_labels": [list(lbl) for lbl in body.arch_labels()]}
+        if ddp.is_distributed():  # evidence that every rank ended with the same architecture
+            summary["data_parallel"] = {"world_size": ddp.world_size(),
+                                        "max_arch_difference_between_ranks": ddp.max_rank_difference(body.arch_parameters())}
         if stopped:
             summary["early_stop"] = stopped
         return SearchOutcome(supernet=net, summary=summary)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Optional
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -200,21 +200,38 @@ class FSDDTask(AudioTask):
 class WavFolderConfig(AudioConfig):
     path: str = Field(..., description="root folder laid out as root/<class_name>/*.wav")
     test_path: Optional[str] = Field(None, description="a separate test folder with the same classes (else 20 % is held out)")
+    label_regex: Optional[str] = Field(
+        None, description="take the label from the file name instead of the folder: a regular expression whose "
+        "first group is the label, matched against every root/*.wav (e.g. '^(\\d+)_' for FSDD names)")
     duration: float = Field(1.0, gt=0, le=60)
+
+    @field_validator("label_regex")
+    @classmethod
+    def _one_group(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            try:
+                groups = re.compile(v).groups
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+            if groups < 1:
+                raise ValueError("needs a group '(...)' that captures the label")
+        return v
 
 
 class WavFolderTask(AudioTask):
-    """A user's labelled WAV files in ``root/<class_name>/*.wav``."""
+    """A user's labelled WAV files in ``root/<class_name>/*.wav``, or in ``root/*.wav``
+    with the label in the file name (``label_regex``)."""
 
     name = "wav_folder"
     description = "a folder of WAV files, one sub-folder per class; log-mel features, accuracy"
     Config = WavFolderConfig
 
-    @staticmethod
-    def _scan(root: Path, classes: list[str] | None = None) -> tuple[list[tuple[Path, str]], list[str]]:
+    def _scan(self, root: Path, classes: list[str] | None = None) -> tuple[list[tuple[Path, str]], list[str]]:
         expected = "root/<class_name>/*.wav"
         if not root.is_dir():
             raise DataError(f"wav_folder: {root} is not a folder; expected {expected}")
+        if self.config.label_regex:
+            return self._scan_names(root, classes)
         found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
         if classes is None:
             if len(found) < 2:
@@ -229,6 +246,24 @@ class WavFolderTask(AudioTask):
             if not wavs:
                 raise DataError(f"wav_folder: {root / cls} holds no .wav files ({WAV_FORMAT})")
             items += [(f, cls) for f in wavs]
+        return items, classes
+
+    def _scan_names(self, root: Path, classes: list[str] | None) -> tuple[list[tuple[Path, str]], list[str]]:
+        pattern = re.compile(self.config.label_regex)
+        items = []
+        for f in sorted(p for p in root.iterdir() if p.suffix.lower() == ".wav"):
+            m = pattern.search(f.name)
+            if m is None or not m.group(1):
+                raise DataError(f"wav_folder: {f} does not match label_regex {pattern.pattern!r}")
+            items.append((f, m.group(1)))
+        found = sorted({c for _, c in items}, key=lambda c: (len(c), c) if c.isdigit() else (0, c))
+        if classes is None:
+            if len(found) < 2:
+                raise DataError(f"wav_folder: {root} has {len(found)} label(s) by label_regex; expected at least 2")
+            classes = found
+        elif set(found) - set(classes):
+            raise DataError(f"wav_folder: {root} has labels {sorted(set(found) - set(classes))} "
+                            f"that the training folder does not have")
         return items, classes
 
     def clips(self):

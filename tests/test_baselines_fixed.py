@@ -16,11 +16,11 @@ RESNET_CELL = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|s
 
 class TestFixedStrategy(StrategyContract):
     def manifest(self):
-        return tiny_manifest(strategy={"type": "fixed", "genotype": RESNET_CELL})
+        return tiny_manifest(strategy={"type": "fixed", "genotype": RESNET_CELL}, backend={"type": "cpu", "threads": 1})
 
 
 def _run(tmp_path, name, **sections):
-    m = tiny_manifest(**sections)
+    m = tiny_manifest(backend={"type": "cpu", "threads": 1}, **sections)
     m["train"] = {"epochs": 0}
     m["export"] = None
     path = tmp_path / f"{name}.yaml"

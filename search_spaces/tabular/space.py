@@ -126,8 +126,10 @@ class SearchBlock(nn.Module):
         h = self._weighted(self.acts, h, aw, ai) * mask
         sw, si = _mix(mix["skip"], b)
         res = self.proj(x) * mask
-        if si is None or si == 1:  # soft mixture, or the sampled choice is the residual
+        if si is None:
             h = h + sw[1] * res
+        else:  # sampled: the residual, or "none" (a zero branch, as the zero op of cell spaces)
+            h = h + sw[si] * (res if si == 1 else torch.zeros_like(res))
         return self.drop(h)
 
 

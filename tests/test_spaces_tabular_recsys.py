@@ -1,0 +1,207 @@
+"""The tabular_mlp and recsys search spaces (contract suites) and the one-architecture
+baseline spaces small_cnn and neumf."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dnas_core import IncompatibleError, MixWeights, get_plugin_manager
+from dnas_core.genotype import GraphEncoding
+from dnas_core.testing import SearchSpaceContract
+from dnas_core.training import count_parameters, first_inputs, iterate_batches
+
+DATA = Path(__file__).parent / "data"
+
+
+def _reg():
+    return get_plugin_manager().registries
+
+
+def _bc():
+    return _reg().tasks.create("breast_cancer", {"limit_train": 120})
+
+
+def _ml():
+    return _reg().tasks.create("movielens", {"path": str(DATA / "recsys" / "u.data")})
+
+
+def _pneumonia():
+    return _reg().tasks.create("pneumoniamnist", {"path": str(DATA / "medical" / "pneumoniamnist_slice.npz")})
+
+
+class TestTabularSpace(SearchSpaceContract):
+    def make_space(self):
+        return _reg().spaces.create("tabular_mlp", {"widths": [8, 16, 32], "max_depth": 3, "stem_width": 16})
+
+    def make_task(self):
+        return _bc()
+
+
+class TestRecsysSpace(SearchSpaceContract):
+    def make_space(self):
+        return _reg().spaces.create("recsys", {"emb_dims": [4, 8, 16], "proj_dim": 8, "mlp_layers": [16, 8]})
+
+    def make_task(self):
+        return _ml()
+
+
+def _hard(alpha: torch.Tensor) -> MixWeights:
+    w = torch.softmax(alpha, dim=-1)
+    return MixWeights(w, w.argmax(dim=-1))
+
+
+@pytest.mark.parametrize("space_name,cfg,task_fn", [
+    ("tabular_mlp", {"widths": [8, 16], "max_depth": 2, "stem_width": 8}, _bc),
+    ("recsys", {"emb_dims": [4, 8], "proj_dim": 4, "mlp_layers": [8]}, _ml),
+])
+def test_supernet_with_hard_sampling(space_name, cfg, task_fn):
+    """With sampled (GDAS-style) indices the supernet computes only the sampled
+    choices, and the loss still reaches every architecture tensor."""
+    task = task_fn()
+    task.data(0)
+    space = _reg().spaces.create(space_name, cfg)
+    torch.manual_seed(0)
+    net = space.build_supernet(task)
+    net.body.weight_fn = _hard
+    x, y = next(iterate_batches(task.data(0).train, 8))
+    task.loss_fn()(net(x), y).backward()
+    grads = [p.grad for p in net.body.arch_parameters()]
+    assert all(g is not None for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_tabular_derive_follows_the_logits():
+    task = _bc()
+    task.data(0)
+    space = _reg().spaces.create("tabular_mlp", {"widths": [8, 16, 32], "max_depth": 3})
+    net = space.build_supernet(task)
+    body = net.body
+    with torch.no_grad():
+        for p in body.arch_parameters():
+            p.zero_()
+        body.alpha_depth[0, 1] = 1  # two blocks
+        body.alpha_width[0, 2] = body.alpha_width[1, 0] = 1
+        body.alpha_activation[:, 1] = 1  # gelu
+        body.alpha_norm[:, 2] = 1  # layernorm
+        body.alpha_skip[1, 1] = 1
+    g = space.derive(net)
+    assert g.spec["blocks"] == ((32, "gelu", "layernorm", "none"), (8, "gelu", "layernorm", "residual"))
+    assert g.text == "32-gelu-layernorm-none|8-gelu-layernorm-residual"
+    assert space.from_string(g.text) == g
+    # the residual across 32 -> 8 goes through a projection
+    out = space.build_network(g, task)(first_inputs(task.data(0).test, 4))
+    assert out.shape == (4, 2)
+
+
+def test_recsys_derive_turns_on_the_winning_operators():
+    task = _ml()
+    space = _reg().spaces.create("recsys", {"emb_dims": [4, 8, 16]})
+    net = space.build_supernet(task)
+    with torch.no_grad():
+        net.body.alpha_emb.zero_()
+        net.body.alpha_emb[0, 0] = net.body.alpha_emb[1, 2] = 1
+        net.body.alpha_ops.zero_()
+        net.body.alpha_ops[:, 0] = 1  # every operator off ...
+        net.body.alpha_ops[3, 0] = 0.5  # ... cross the least so
+    g = space.derive(net)
+    assert g.text == "emb=4,16;ops=cross"
+    net.body.alpha_ops.data[1:3, 1] = 2  # hadamard and mlp on
+    assert space.derive(net).spec["ops"] == ("hadamard", "mlp")
+
+
+def test_invalid_graphs_are_rejected():
+    tab = _reg().spaces.create("tabular_mlp", {"max_depth": 2})
+    g = tab.sample(np.random.default_rng(0))
+    enc = tab.encode(g)
+    broken = GraphEncoding(enc.adjacency.copy(), enc.ops.copy(), enc.op_names)
+    broken.adjacency[0, -1] = 1  # an edge that is no chain edge nor residual
+    with pytest.raises(ValueError):
+        tab.decode(broken)
+    rec = _reg().spaces.create("recsys", {})
+    enc = rec.encode(rec.sample(np.random.default_rng(0)))
+    ops = enc.ops.copy()
+    ops[-2] = 0
+    ops[-2, enc.op_names.index("dot")] = 1  # the cross node claims to be dot
+    with pytest.raises(ValueError):
+        rec.decode(GraphEncoding(enc.adjacency, ops, enc.op_names))
+
+
+def test_bad_text_forms_raise_value_error():
+    with pytest.raises(ValueError, match="width"):
+        _reg().spaces.create("tabular_mlp", {}).from_string("100-relu-none-none")
+    with pytest.raises(ValueError, match="emb=16,32"):
+        _reg().spaces.create("recsys", {}).from_string("garbage")
+
+
+def test_baselines_of_the_search_spaces():
+    task = _bc()
+    task.data(0)
+    tab = _reg().spaces.create("tabular_mlp", {})
+    g = tab.baseline(task)
+    assert g.text == "128-relu-batchnorm-none|128-relu-batchnorm-none"
+    rec = _reg().spaces.create("recsys", {})
+    assert rec.baseline(_ml()).text == "emb=32,32;ops=hadamard+mlp"
+    with pytest.raises(IncompatibleError, match="hadamard"):
+        _reg().spaces.create("recsys", {"ops": ["dot", "cross"]}).baseline(_ml())
+
+
+def test_unfit_task_space_pair_is_an_error():
+    with pytest.raises(IncompatibleError, match="modality"):
+        _reg().spaces.create("tabular_mlp", {}).check_task(_pneumonia())
+    with pytest.raises(IncompatibleError, match="modality"):
+        _reg().spaces.create("recsys", {}).check_task(_bc())
+
+
+def _onnx_roundtrip(net, x, tmp_path):
+    import onnxruntime as ort
+
+    net = net.eval()
+    with torch.no_grad():
+        ref = net(x)
+    args = tuple(x) if isinstance(x, tuple) else (x,)
+    names = [f"in{i}" for i in range(len(args))]
+    path = tmp_path / "m.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, args, str(path), dynamo=False, input_names=names, output_names=["out"],
+                          dynamic_axes={**{n: {0: "b"} for n in names}, "out": {0: "b"}})
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {n: a.numpy() for n, a in zip(names, args, strict=True)})[0]
+    return float(np.max(np.abs(got - ref.numpy())))
+
+
+@pytest.mark.parametrize("space_name,cfg,task_fn,params", [
+    ("small_cnn", {"C": 4, "blocks": 1}, _pneumonia, None),
+    ("neumf", {"factors": 8, "mlp_layers": [64, 32, 16, 8]}, _ml, None),
+])
+def test_one_architecture_spaces(space_name, cfg, task_fn, params, tmp_path):
+    task = task_fn()
+    task.data(0)
+    space = _reg().spaces.create(space_name, cfg)
+    g = space.baseline(task)
+    assert space.sample(np.random.default_rng(3)) == g
+    assert space.decode(space.encode(g)) == g and space.from_string(g.text) == g
+    with pytest.raises(IncompatibleError, match="strategy"):
+        space.build_supernet(task)
+    torch.manual_seed(0)
+    net = space.build_network(g, task)
+    x = first_inputs(task.data(0).test, 3)
+    assert _onnx_roundtrip(net, x, tmp_path) < 1e-4
+    with pytest.raises(IncompatibleError):
+        space.check_genotype(type(g)(space.name, {"other": 1}))
+
+
+def test_neumf_matches_the_paper_layout():
+    """GMF (8) and MLP (embeddings 32 + 32 -> 32 -> 16 -> 8) concatenated: 16 features."""
+    task = _ml()
+    space = _reg().spaces.create("neumf", {"factors": 8, "mlp_layers": [64, 32, 16, 8]})
+    net = space.build_network(space.baseline(task), task)
+    nu, ni = task.io_spec().extra["field_sizes"]
+    expected = (nu + ni) * (8 + 32) + (64 * 32 + 32) + (32 * 16 + 16) + (16 * 8 + 8) + (16 + 1)
+    assert net.body.out_channels == 16
+    assert count_parameters(net) == expected

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from dnas_core import GraphEncoding
+from dnas_core import DnasError, GraphEncoding
 from dnas_core.report import Section, architecture_figure, is_chain, render_html
 from dnas_core.testing.faults import run_cli
 
@@ -52,10 +52,10 @@ def test_every_space_gets_an_architecture_picture(pm):
     rng = np.random.default_rng(0)
     drawn = 0
     for entry in pm.registries.spaces.entries():
-        space = entry.cls(entry.config_model())
         try:
+            space = pm.registries.spaces.create(entry.name, {})
             genotype = space.sample(rng)
-        except NotImplementedError:
+        except (NotImplementedError, DnasError):  # no default config, or cannot sample
             continue
         fig = architecture_figure(space, genotype)
         assert fig is not None, f"space {entry.name} got no picture"

@@ -70,6 +70,10 @@ class RunContext:
 
     def log_epoch(self, stage: str, epoch: int, metrics: dict[str, Any], progress: Progress | None = None) -> None:
         record = {"stage": stage, "epoch": epoch, **metrics}
+        if self.resumed:
+            # A killed process may have logged this epoch (or later ones) without
+            # checkpointing it: the record written now replaces those.
+            self.run_dir.truncate_metrics(stage, epoch)
         self.run_dir.append_metrics(record)
         if progress is not None:
             progress.end_epoch(epoch, {k: v for k, v in metrics.items() if not k.startswith("arch/")})

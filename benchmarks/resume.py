@@ -7,7 +7,7 @@ The kill point is drawn per trial: after k epoch records (k uniform over all sea
 retrain epochs) plus a random delay of up to 0.5 s, so kills land inside epochs, during
 checkpoint writes and between stages alike.
 
-    python benchmarks/resume.py            # 3 + 3 epochs, 12 trials
+    python benchmarks/resume.py            # 3 + 3 epochs, 10 trials
     python benchmarks/resume.py --quick    # smoke run: 2 + 2 epochs, 2 trials
 """
 
@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill points")
     args = ap.parse_args()
     epochs = 2 if args.quick else 3
-    trials = args.trials or (2 if args.quick else 12)
+    trials = args.trials or (2 if args.quick else 10)
     overrides = [f"strategy.epochs={epochs}", f"train.epochs={epochs}"]
     rng = random.Random(args.seed)
     rows = []

@@ -22,8 +22,8 @@ def test_kill_then_resume_matches_the_uninterrupted_run(finished_run, tmp_path):
     assert leftovers(tmp_path / "killed") == []
 
 
-def test_resume_refuses_a_completed_run(finished_run):
-    from dnas_core.testing.faults import run_cli
+def test_resume_refuses_a_completed_run(finished_run, capsys):
+    from dnas_core.cli import main
 
-    res = run_cli(["run", "--resume", str(finished_run)])
-    assert res.returncode == 2 and "already completed" in res.stderr
+    assert main(["run", "--resume", str(finished_run)]) == 2
+    assert "already completed" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import pytest
 
 from dnas_core import DnasError, GraphEncoding
 from dnas_core.report import Section, architecture_figure, is_chain, render_html
-from dnas_core.testing.faults import run_cli
+from dnas_core.cli import main
 
 
 def test_report_html_is_self_contained_and_complete(finished_run):
@@ -79,18 +79,18 @@ def test_chain_encodings_become_layer_diagrams():
     assert "0: conv" in texts and "layer diagram" in fig.axes[0].get_title()
 
 
-def test_show_and_compare(finished_run, tmp_path):
-    res = run_cli(["show", str(finished_run)])
-    assert res.returncode == 0, res.stderr
-    assert "status      completed" in res.stdout and "genotype" in res.stdout and "accuracy=" in res.stdout
+def test_show_and_compare(finished_run, tmp_path, capsys):
+    assert main(["show", str(finished_run)]) == 0
+    out = capsys.readouterr().out
+    assert "status      completed" in out and "genotype" in out and "accuracy=" in out
     other = tmp_path / "copy"
     shutil.copytree(finished_run, other)
     png = tmp_path / "cmp.png"
-    res = run_cli(["compare", str(finished_run), str(other), "--plot", str(png)])
-    assert res.returncode == 0, res.stderr
-    assert "test accuracy" in res.stdout and "mini (run)" in res.stdout and "mini (copy)" in res.stdout
+    assert main(["compare", str(finished_run), str(other), "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and "mini (run)" in out and "mini (copy)" in out
     assert png.stat().st_size > 1000
-    res = run_cli(["compare", str(finished_run)])
-    assert res.returncode == 2 and "at least two" in res.stderr
-    res = run_cli(["show", str(tmp_path)])
-    assert res.returncode == 2 and "not a dnas run directory" in res.stderr
+    assert main(["compare", str(finished_run)]) == 2
+    assert "at least two" in capsys.readouterr().err
+    assert main(["show", str(tmp_path)]) == 2
+    assert "not a dnas run directory" in capsys.readouterr().err

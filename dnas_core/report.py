@@ -433,11 +433,14 @@ def _classification_confusion(ctx: RunContext, network: Any) -> tuple[Any, list[
     """Confusion matrix of ``network`` on the test split, or ``None`` when the task is
     not single-label classification."""
     import numpy as np
+    import torch
     from sklearn.metrics import confusion_matrix
 
     from .training import predict
 
     spec = ctx.task.io_spec()
+    if spec.modality == "recsys" or not isinstance(ctx.task.loss_fn(), torch.nn.CrossEntropyLoss):
+        return None  # ranking and regression tasks have no confusion matrix
     out, target = predict(network, ctx.data.test, ctx.device)
     if out.dim() != 2 or out.shape[1] < 2 or target.dim() != 1 or target.is_floating_point():
         return None

@@ -20,7 +20,6 @@ Follow one study top to bottom in :func:`tune`; a worker's loop is
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess

@@ -8,7 +8,7 @@ retrain epochs) plus a random delay of up to 0.5 s, so kills land inside epochs,
 checkpoint writes and between stages alike.
 
     python benchmarks/resume.py            # 3 + 3 epochs, 10 trials
-    python benchmarks/resume.py --quick    # smoke run: 2 + 2 epochs, 2 trials
+    python benchmarks/resume.py --quick    # smoke run: 1 + 1 epochs, 1 trial
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ MANIFEST = ROOT / "tests" / "data" / "reports" / "mini.yaml"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smoke run (2 trials, 2 + 2 epochs)")
+    ap.add_argument("--quick", action="store_true", help="smoke run (1 trial, 1 + 1 epochs)")
     ap.add_argument("--trials", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill points")
     args = ap.parse_args()
-    epochs = 2 if args.quick else 3
-    trials = args.trials or (2 if args.quick else 10)
+    epochs = 1 if args.quick else 3
+    trials = args.trials or (1 if args.quick else 10)
     overrides = [f"strategy.epochs={epochs}", f"train.epochs={epochs}"]
     rng = random.Random(args.seed)
     rows = []

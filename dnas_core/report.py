@@ -278,9 +278,15 @@ def arch_evolution_figure(records: list[dict[str, Any]], max_edges: int = 48) ->
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, (0.28 * n_ops + 1.1) * rows + 0.4),
                              squeeze=False, gridspec_kw={"wspace": 0.6, "hspace": 0.55})
     im = None
+    # One colour scale for all panels, stretched over the values present: early in a
+    # search the weights stay near uniform and a 0..1 scale would show flat panels.
+    every = np.array([v for _, _, ops in panels for o in ops for v in ops[o]], dtype=float)
+    lo, hi = (float(np.nanmin(every)), float(np.nanmax(every))) if np.isfinite(every).any() else (0.0, 1.0)
+    if hi - lo < 1e-6:
+        lo, hi = lo - 1e-3, hi + 1e-3
     for ax, (t, e, ops) in zip(axes.flat, panels):
         mat = np.array([ops[o] for o in ops], dtype=float)
-        im = ax.imshow(mat, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        im = ax.imshow(mat, aspect="auto", cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
         ax.set_yticks(range(len(ops)))
         ax.set_yticklabels(list(ops), fontsize=7)
         step = max(1, len(epochs) // 10)
@@ -406,6 +412,7 @@ def confusion_figure(matrix: Any, classes: list[str]) -> Any:
                         color="white" if matrix[i, j] > top / 2 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title("confusion matrix (test split)", fontsize=9)
+    fig.tight_layout()
     return fig
 
 
@@ -498,7 +505,7 @@ def build_sections(ctx: RunContext, result: dict[str, Any], network: Any = None)
     geno = result["genotype"]
 
     s = Section("Run")
-    s.table(["", ""], [
+    s.table(["item", "value"], [
         ["task", result["task"]], ["search space", result["space"]], ["strategy", result["strategy"]],
         ["seed", result["seed"]], ["backend", f"{ctx.backend.name} on {ctx.device}"],
         ["architecture", geno.get("text") or str(geno.get("spec"))], ["architecture hash", geno.get("hash")],
@@ -561,7 +568,7 @@ def build_sections(ctx: RunContext, result: dict[str, Any], network: Any = None)
             rows.append([f"{f} size (bytes)", rd.file(f).stat().st_size])
     if result.get("latency_ms") is not None:
         rows.append([f"latency, batch 1, {ctx.backend.name} (median ms)", float(result["latency_ms"])])
-    s.table(["", ""], rows)
+    s.table(["item", "value"], rows)
     export = result.get("export") or {}
     if export:
         ok = export.get("ok")

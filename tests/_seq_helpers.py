@@ -18,28 +18,40 @@ def registries():
     return get_plugin_manager().registries
 
 
-def task(name: str, **cfg):
-    return registries().tasks.create(name, cfg)
+_SHARED: dict[str, object] = {}
 
 
-def sst2(**cfg):
-    return task("sst2", path=str(TEXT / "sst2"), val_fraction=0.25, **cfg)
+def task(name: str, fresh: bool = True, **cfg):
+    """A task; with ``fresh=False`` one instance per config is shared by the tests of
+    the session (its data are read and split once)."""
+    if fresh:
+        return registries().tasks.create(name, cfg)
+    import json
+
+    key = json.dumps([name, cfg], sort_keys=True, default=str)
+    if key not in _SHARED:
+        _SHARED[key] = registries().tasks.create(name, cfg)
+    return _SHARED[key]
 
 
-def sms(**cfg):
-    return task("sms_spam", path=str(TEXT / "sms-spam" / "SMSSpamCollection"), **cfg)
+def sst2(fresh: bool = False, **cfg):
+    return task("sst2", fresh, path=str(TEXT / "sst2"), val_fraction=0.25, **cfg)
 
 
-def text_file(**cfg):
-    return task("text_file", path=str(TEXT / "reviews.csv"), **cfg)
+def sms(fresh: bool = False, **cfg):
+    return task("sms_spam", fresh, path=str(TEXT / "sms-spam" / "SMSSpamCollection"), **cfg)
 
 
-def fsdd(**cfg):
-    return task("fsdd", path=str(AUDIO / "fsdd"), **{"val_fraction": 0.25, **cfg})
+def text_file(fresh: bool = False, **cfg):
+    return task("text_file", fresh, path=str(TEXT / "reviews.csv"), **cfg)
 
 
-def mnist1d(**cfg):
-    return task("mnist1d", path=str(AUDIO / "mnist1d_slice.pkl"), **cfg)
+def fsdd(fresh: bool = False, **cfg):
+    return task("fsdd", fresh, path=str(AUDIO / "fsdd"), **{"val_fraction": 0.25, **cfg})
+
+
+def mnist1d(fresh: bool = False, **cfg):
+    return task("mnist1d", fresh, path=str(AUDIO / "mnist1d_slice.pkl"), **cfg)
 
 
 def wav_folder_root() -> Path:
@@ -53,8 +65,8 @@ def wav_folder_root() -> Path:
     return _WAV_ROOT[0]
 
 
-def wav_folder(**cfg):
-    return task("wav_folder", path=str(wav_folder_root()), duration=0.6, **cfg)
+def wav_folder(fresh: bool = False, **cfg):
+    return task("wav_folder", fresh, path=str(wav_folder_root()), duration=0.6, **cfg)
 
 
 def one_thread():

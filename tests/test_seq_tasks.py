@@ -138,4 +138,4 @@ def test_tokenizer_roundtrip(tmp_path):
 
 def test_stem_errors_before_data_is_loaded():
     with pytest.raises(RuntimeError, match="load_data"):
-        h.sst2().make_stem(8)
+        h.sst2(fresh=True).make_stem(8)

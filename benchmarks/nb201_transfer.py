@@ -1,0 +1,186 @@
+"""Search quality of the differentiable family on NAS-Bench-201, via transfer.
+
+Every strategy searches the NAS-Bench-201 cell space on a subset of Fashion-MNIST
+(``../shared/data/vision/fashion-mnist``) for several seeds; the derived cell is looked
+up in the benchmark's table (``../shared/data/nas/nas-bench-201-test-accuracy.csv``),
+which gives the test accuracy that cell reaches when trained for 200 epochs on
+CIFAR-10, CIFAR-100 and ImageNet16-120. Printed per strategy: mean and standard
+deviation over seeds of those accuracies, the rank of the cell among all 15,625, the
+collapse share (parameter-free operations in the derived cell) and the search time,
+next to DARTS's collapsed all-skip cell (54.30 % on CIFAR-10) and the optimum (94.37 %).
+
+The per-search budget is set by ``--epochs`` and ``--limit-train`` (and the supernet
+size ``--C``/``--N``); the issue's 10 minutes per search does not fit a shared 2-core
+machine, so the committed JSON says which budget it ran with.
+
+    python benchmarks/nb201_transfer.py --quick          # smoke run, < 1 minute
+    python benchmarks/nb201_transfer.py --epochs 4 --limit-train 1000
+
+Writes the same figures to ``benchmarks/results/nb201_transfer.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / ".." / "shared" / "data"
+
+#: (label, strategy config). Learning rates and schedules are each method's defaults.
+STRATEGIES: list[tuple[str, dict]] = [
+    ("darts (1st order)", {"type": "darts"}),
+    ("darts (2nd order)", {"type": "darts", "order": "second"}),
+    ("gdas", {"type": "gdas"}),
+    ("snas", {"type": "snas"}),
+    ("pc_darts (K=4)", {"type": "pc_darts", "partial_channels": 4}),
+    ("drnas", {"type": "drnas"}),
+    ("beta_darts", {"type": "beta_darts"}),
+    ("darts_minus", {"type": "darts_minus"}),
+    ("fair_darts", {"type": "fair_darts"}),
+    ("sdarts_rs", {"type": "sdarts_rs"}),
+]
+COLLAPSED_C10, OPTIMUM_C10 = 54.30, 94.37
+
+
+def search_once(label: str, strategy: dict, seed: int, args: argparse.Namespace, workdir: Path) -> dict:
+    """One search (no retraining): returns the derived cell and its table entry."""
+    import yaml
+
+    from dnas_core.orchestrator import Orchestrator
+    from dnas_plugins.strategies.differentiable import collapse_metrics
+    from dnas_search_spaces.nb201.table import load_table
+
+    manifest = {
+        "name": "transfer-" + "".join(c if c.isalnum() else "-" for c in label) + f"-{seed}",
+        "seed": seed,
+        "task": {"type": "fashion_mnist", "limit_train": args.limit_train, "limit_test": 100, "val_fraction": 0.5,
+                 "path": str(args.data / "vision" / "fashion-mnist")},
+        "space": {"type": "nb201", "C": args.C, "N": args.N},
+        "strategy": {**strategy, "epochs": args.epochs, "batch_size": args.batch_size, "eval_supernet": False},
+        # A rare non-finite step is skipped (and counted) instead of failing the search.
+        "train": {"epochs": 0, "divergence": "skip_step"},
+        "backend": {"type": "cpu", "threads": args.threads},
+    }
+    path = workdir / f"{manifest['name']}.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    orch = Orchestrator.new(path, out=workdir / manifest["name"])
+    # Only the search stage is measured: the benchmark scores the derived cell by the
+    # table, so retraining, export and the report are skipped.
+    orch._start()
+    t0 = time.perf_counter()
+    orch._stage("search", orch.search)
+    seconds = time.perf_counter() - t0
+    genotype = json.loads((orch.run_dir.path / "genotype.json").read_text())
+    from dnas_core import Genotype
+
+    g = Genotype.from_json(genotype)
+    table = load_table(args.table)
+    acc = table.lookup(g)
+    summary = json.loads((orch.run_dir.path / "search_summary.json").read_text())
+    skipped = max([r.get("skipped_steps", 0) for r in orch.run_dir.metrics() if r.get("stage") == "search"], default=0)
+    return {"seed": seed, "arch": acc.arch, "cifar10": acc.cifar10, "cifar100": acc.cifar100,
+            "imagenet16": acc.imagenet16, "cifar10_top_percent": table.percentile(acc.cifar10),
+            **{k.split("/")[1]: v for k, v in collapse_metrics(g).items()},
+            "search_seconds": round(seconds, 2), "skipped_steps": skipped, "early_stop": summary.get("early_stop")}
+
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: 3 strategies, 1 seed, 1 epoch on 128 images")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=4, help="search epochs (per-search budget)")
+    ap.add_argument("--limit-train", type=int, default=1000, help="Fashion-MNIST images used (half train, half val)")
+    ap.add_argument("--C", type=int, default=8, help="supernet width (NAS-Bench-201: 16)")
+    ap.add_argument("--N", type=int, default=1, help="cells per stage (NAS-Bench-201: 5)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--strategies", nargs="*", help="labels or types to run (default: all)")
+    ap.add_argument("--data", type=Path, default=DATA, help="data root (default ../shared/data)")
+    ap.add_argument("--table", type=Path, default=None, help="NAS-Bench-201 CSV (default: <data>/nas/...)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "nb201_transfer.json")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.seeds, args.epochs, args.limit_train = 1, 1, 128
+        if not args.strategies:
+            args.strategies = ["darts", "gdas", "beta_darts"]
+        if args.out.name == "nb201_transfer.json":
+            args.out = args.out.with_name("nb201_transfer_quick.json")
+    args.table = args.table or args.data / "nas" / "nas-bench-201-test-accuracy.csv"
+    os.environ.setdefault("DNAS_PROGRESS", "0")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from dnas_search_spaces.nb201.table import load_table
+
+    table = load_table(args.table)  # fail early, naming the path, if the table is missing
+    chosen = [(label, cfg) for label, cfg in STRATEGIES
+              if not args.strategies or label in args.strategies or cfg["type"] in args.strategies]
+    if not chosen:
+        ap.error(f"no strategy matches {args.strategies}; choose from {[lbl for lbl, _ in STRATEGIES]}")
+
+    records: dict[str, list[dict]] = {}
+    t_all = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="dnas-transfer-") as tmp:
+        for label, cfg in chosen:
+            records[label] = []
+            for seed in range(args.seeds):
+                rec = search_once(label, cfg, seed, args, Path(tmp))
+                records[label].append(rec)
+                print(f"  {label:18s} seed {seed}: {rec['arch']}  CIFAR-10 {rec['cifar10']:.2f} %  "
+                      f"({rec['search_seconds']:.0f} s)", file=sys.stderr, flush=True)
+
+    summary = {}
+    for label, recs in records.items():
+        row = {}
+        for key in ("cifar10", "cifar100", "imagenet16", "cifar10_top_percent", "param_free_share"):
+            m, s = mean_std([r[key] for r in recs])
+            row[key] = {"mean": round(m, 3), "std": round(s, 3)}
+        row["collapsed_cells"] = sum(r["param_free_share"] >= 4 / 6 for r in recs)
+        row["median_search_seconds"] = statistics.median(r["search_seconds"] for r in recs)
+        row["skipped_steps"] = sum(r["skipped_steps"] for r in recs)
+        summary[label] = row
+
+    random_mean = float(table.acc[:, 0].mean())
+    header = (f"NAS-Bench-201 transfer: search on Fashion-MNIST ({args.limit_train} images, {args.epochs} epochs, "
+              f"C={args.C}, N={args.N}, batch {args.batch_size}, {args.threads} threads), {args.seeds} seed(s); "
+              "table accuracy (%) of the derived cell, mean +- std over seeds")
+    lines = [header, "",
+             f"{'strategy':18s} {'CIFAR-10':>14s} {'CIFAR-100':>14s} {'ImageNet16':>14s} {'top % (C10)':>12s} "
+             f"{'param-free':>11s} {'collapsed':>9s} {'search s':>9s}"]
+    for label, row in summary.items():
+        f = lambda k: f"{row[k]['mean']:6.2f} +- {row[k]['std']:4.2f}"  # noqa: E731
+        lines.append(f"{label:18s} {f('cifar10'):>14s} {f('cifar100'):>14s} {f('imagenet16'):>14s} "
+                     f"{row['cifar10_top_percent']['mean']:12.2f} {row['param_free_share']['mean']:11.2f} "
+                     f"{row['collapsed_cells']:>5d}/{args.seeds:<3d} {row['median_search_seconds']:9.1f}")
+    lines += ["",
+              f"reference: collapsed all-skip cell {COLLAPSED_C10:.2f} %, optimum {OPTIMUM_C10:.2f} %, "
+              f"mean of all 15,625 cells {random_mean:.2f} % (CIFAR-10); top 3 % starts at "
+              f"{float(sorted(table.acc[:, 0])[int(0.97 * len(table))]):.2f} %",
+              "collapsed: >= 4 of the 6 edges parameter-free (skip, pool, none)",
+              "non-finite steps skipped: " + (", ".join(f"{k} {v['skipped_steps']}" for k, v in summary.items()
+                                                       if v["skipped_steps"]) or "none"),
+              f"total wall time {time.perf_counter() - t_all:.0f} s"]
+    print("\n".join(lines))
+
+    out = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+           "reference": {"collapsed_darts_cifar10": COLLAPSED_C10, "optimum_cifar10": OPTIMUM_C10,
+                         "mean_cell_cifar10": round(random_mean, 3)},
+           "summary": summary, "runs": records, "torch": torch.__version__}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

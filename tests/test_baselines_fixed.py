@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
-from dnas_core import IncompatibleError, UsageError
-from dnas_core.orchestrator import run_manifest
+from dnas_core import Genotype, IncompatibleError, UsageError, get_plugin_manager
 from dnas_core.testing import StrategyContract, tiny_manifest
 
 RESNET_CELL = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
@@ -16,35 +14,45 @@ RESNET_CELL = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|s
 
 class TestFixedStrategy(StrategyContract):
     def manifest(self):
-        return tiny_manifest(strategy={"type": "fixed", "genotype": RESNET_CELL}, backend={"type": "cpu", "threads": 1})
+        return tiny_manifest(task={"type": "breast_cancer", "limit_train": 100},
+                             space={"type": "tabular_mlp", "widths": [8, 16], "max_depth": 2, "stem_width": 8},
+                             strategy={"type": "fixed", "genotype": "16-relu-none-residual|8-gelu-layernorm-none"},
+                             backend={"type": "cpu", "threads": 1})
 
 
-def _run(tmp_path, name, **sections):
-    m = tiny_manifest(backend={"type": "cpu", "threads": 1}, **sections)
-    m["train"] = {"epochs": 0}
-    m["export"] = None
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(m))
-    return run_manifest(path, out=tmp_path / name)
+def _resolve(genotype=None, space="nb201", task="digits"):
+    reg = get_plugin_manager().registries
+    strategy = reg.strategies.create("fixed", {"genotype": genotype})
+    t = reg.tasks.create(task, {"limit_train": 50, "limit_test": 20}) if task == "digits" else reg.tasks.create(task, {})
+    return strategy.resolve(reg.spaces.create(space, {}), t)
 
 
 def test_text_form_json_spec_and_file_give_the_same_genotype(tmp_path):
-    _, a = _run(tmp_path, "text", strategy={"type": "fixed", "genotype": RESNET_CELL})
-    assert a["genotype"]["text"] == RESNET_CELL
-    spec = list(a["genotype"]["spec"])
-    _, b = _run(tmp_path, "spec", strategy={"type": "fixed", "genotype": spec})
-    _, c = _run(tmp_path, "file", strategy={"type": "fixed", "genotype": str(tmp_path / "text" / "genotype.json")})
-    assert a["genotype"]["hash"] == b["genotype"]["hash"] == c["genotype"]["hash"]
-    assert json.loads((tmp_path / "spec" / "search_summary.json").read_text())["source"] == "config"
+    a, source = _resolve(RESNET_CELL)
+    assert source == "config" and a.text == RESNET_CELL
+    b, _ = _resolve(list(a.spec))
+    c, _ = _resolve(a.to_json())
+    path = tmp_path / "genotype.json"
+    path.write_text(json.dumps(a.to_json()))
+    d, _ = _resolve(str(path))
+    assert a == b == c == d and b.text == RESNET_CELL  # the JSON spec gets the canonical text form
 
 
 def test_bad_genotype_names_the_field(tmp_path):
     with pytest.raises(UsageError, match="strategy.genotype"):
-        _run(tmp_path, "bad", strategy={"type": "fixed", "genotype": "|conv_9x9~0|+|x|+|y|"})
+        _resolve("|conv_9x9~0|+|x|+|y|")
     with pytest.raises(UsageError, match="strategy.genotype"):
-        _run(tmp_path, "short", strategy={"type": "fixed", "genotype": ["none", "none"]})
+        _resolve(["none", "none"])
+    with pytest.raises(UsageError, match="belongs to space 'tabular_mlp'"):
+        _resolve(Genotype("tabular_mlp", {"blocks": [[64, "relu", "none", "none"]]}).to_json())
+    bad = tmp_path / "genotype.json"
+    bad.write_text("{not json")
+    with pytest.raises(UsageError, match="not valid JSON"):
+        _resolve(str(bad))
 
 
-def test_space_without_baseline_says_so(tmp_path):
+def test_baseline_or_a_clear_error():
     with pytest.raises(IncompatibleError, match="no hand-designed baseline"):
-        _run(tmp_path, "nobase", strategy={"type": "fixed"})
+        _resolve(None)
+    g, source = _resolve(None, space="tabular_mlp", task="breast_cancer")
+    assert source == "baseline" and g.space == "tabular_mlp"

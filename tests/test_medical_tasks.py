@@ -98,10 +98,10 @@ def test_breast_cancer_search_end_to_end(tmp_path):
     """DARTS over the tabular space, retrain, evaluate, ONNX export."""
     result = _run(tmp_path, "bc", {
         "name": "bc", "seed": 0,
-        "task": {"type": "breast_cancer"},
+        "task": {"type": "breast_cancer", "limit_train": 200},
         "space": {"type": "tabular_mlp", "widths": [16, 32], "max_depth": 2, "stem_width": 16},
         "strategy": {"type": "darts", "epochs": 2, "batch_size": 64, "arch_lr": 3e-3},
-        "train": {"epochs": 10, "batch_size": 64, "lr": 0.05},
+        "train": {"epochs": 6, "batch_size": 64, "lr": 0.05},
         "backend": {"type": "cpu", "threads": 1}, "export": {"type": "onnx"},
     })
     assert set(result["test_metrics"]) >= {"auc", "accuracy", "sensitivity", "specificity"}

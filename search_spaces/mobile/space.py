@@ -5,8 +5,8 @@ The body is a chain of stages; each stage has ``layers`` searchable layers at
 block: MBConv with kernel 3/5/7 and expansion 1/3/6 (9 blocks), or ``skip`` where the
 layer keeps its shape (stride 1, same width), which lets the search drop the layer.
 A 1x1 convolution to ``last_channels`` closes the body; the task supplies the stem and
-the head. With the default 7 layers (1 fixed, 6 free) the space holds
-9^2 * 10^5 = 8.1 million architectures.
+the head. With the default 7 layers (3 change the shape, 4 may skip) the space holds
+9^3 * 10^4 = 7.29 million architectures.
 
 The architecture parameters are two tensors: ``fixed`` (layers that cannot skip,
 9 columns) and ``free`` (layers that can, 10 columns, ``skip`` last).

@@ -1,0 +1,85 @@
+"""Backends that measure latency: the contract for ONNX Runtime and for the CPU backend
+with the thread-CPU clock, plus what is specific to each."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dnas_core import get_plugin_manager
+from dnas_core.testing import BackendContract
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """Backends with threads: 1 set torch's global thread count; restore it."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def _backend(name, **cfg):
+    return get_plugin_manager().registries.backends.create(name, cfg)
+
+
+class TestOnnxRuntimeBackend(BackendContract):
+    def make_backend(self):
+        return _backend("onnxruntime", threads=1)
+
+
+class TestCPUThreadClockBackend(BackendContract):
+    def make_backend(self):
+        return _backend("cpu", threads=1, clock="thread_cpu")
+
+
+def test_onnxruntime_cannot_train_and_is_never_the_default():
+    cls = get_plugin_manager().registries.backends.get("onnxruntime")
+    assert cls.trains is False
+
+
+def test_onnxruntime_session_matches_torch_and_is_reused():
+    b = _backend("onnxruntime", threads=1)
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU()).eval()
+    x = torch.randn(2, 3, 10, 10)
+    sess = b.session(m, x)
+    got = sess.run(None, {"input": x.numpy()})[0]
+    assert abs(got - m(x).detach().numpy()).max() < 1e-4
+    b.measure_latency(m, x, warmup=1, repeats=3)
+    first = b._sessions[m][tuple(x.shape)]
+    b.measure_latency(m, x, warmup=1, repeats=3)
+    assert b._sessions[m][tuple(x.shape)] is first
+
+
+def test_latency_grows_with_work():
+    """A 32x larger convolution must measure slower, on both backends."""
+    for b in (_backend("cpu", threads=1, clock="thread_cpu"), _backend("onnxruntime", threads=1)):
+        b.setup()
+        small = torch.nn.Conv2d(8, 8, 3, padding=1)
+        big = torch.nn.Conv2d(64, 128, 3, padding=1)
+        x_small, x_big = torch.randn(1, 8, 16, 16), torch.randn(1, 64, 16, 16)
+        t_small = min(b.measure_latency(small, x_small, 2, 7).median_ms for _ in range(2))
+        t_big = min(b.measure_latency(big, x_big, 2, 7).median_ms for _ in range(2))
+        assert t_big > 3 * t_small, (b.name, t_small, t_big)
+
+
+@pytest.mark.parametrize("name", ["cpu", "onnxruntime"])
+def test_thread_clock_needs_one_thread(name):
+    reg = get_plugin_manager().registries.backends
+    with pytest.raises(Exception, match="threads: 1"):
+        reg.validate_config(name, {"clock": "thread_cpu", "threads": 2})
+    with pytest.raises(Exception, match="threads: 1"):
+        reg.validate_config(name, {"clock": "thread_cpu"})
+
+
+def test_manifest_latency_backend_errors_name_the_field(tmp_path):
+    from dnas_core.constraints import _backend_for
+
+    class Run:
+        pm = get_plugin_manager()
+        backend = None
+
+    with pytest.raises(Exception, match="constraints.latency_backend.type"):
+        _backend_for(Run(), {"type": "onnxruntme"})
+    with pytest.raises(Exception, match="constraints.latency_backend"):
+        _backend_for(Run(), {"type": "cpu", "clock": "sundial"})

@@ -1,0 +1,139 @@
+"""The latency model: table building and caching, the fit, predictions against
+measurements, and the differentiable expected latency."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dnas_core import get_plugin_manager
+from dnas_core.latency import (
+    ExpectedLatency,
+    LatencyTable,
+    MeasureSettings,
+    build_latency_table,
+    measure_networks,
+)
+
+TINY_MOBILE = {"stem_channels": 8, "last_channels": 32, "kernels": [3, 5], "expansions": [1, 6],
+               "stages": [{"channels": 8, "layers": 2, "stride": 1}, {"channels": 16, "layers": 2, "stride": 2}]}
+FAST = MeasureSettings(warmup=2, repeats=9, rounds=2, fit_networks=10)
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def reg():
+    return get_plugin_manager().registries
+
+
+@pytest.fixture(scope="module")
+def digits(reg):
+    t = reg.tasks.create("digits", {"limit_train": 100, "limit_test": 30})
+    t.data(0)
+    return t
+
+
+@pytest.fixture(scope="module")
+def cpu1(reg):
+    b = reg.backends.create("cpu", {"threads": 1, "clock": "thread_cpu"})
+    return b
+
+
+def test_fit_recovers_known_per_type_scales():
+    ops = {"conv:a": 1.0, "conv:b": 2.0, "pool:a": 0.5, "stem": 0.3}
+    table = LatencyTable(ops=dict(ops))
+    rng = np.random.default_rng(0)
+    points = []
+    for _ in range(30):
+        keys = ["stem"] + ["conv:a"] * int(rng.integers(0, 4)) + ["conv:b"] * int(rng.integers(0, 4)) \
+            + ["pool:a"] * int(rng.integers(0, 6))
+        true = 0.4 + sum({"conv": 1.5, "pool": 3.0, "stem": 1.0}[k.split(":")[0]] * ops[k] for k in keys)
+        points.append((keys, true))
+    table.fit(points, ridge=1e-6)
+    assert table.scales["conv"] == pytest.approx(1.5, rel=1e-3)
+    assert table.scales["pool"] == pytest.approx(3.0, rel=1e-3)
+    for keys, true in points:
+        assert table.predict_keys(keys) == pytest.approx(true, rel=1e-3)
+    back = LatencyTable.from_json(json.loads(json.dumps(table.to_json())))
+    assert back.predict_keys(points[0][0]) == pytest.approx(table.predict_keys(points[0][0]))
+
+
+def test_missing_key_is_a_clear_error():
+    with pytest.raises(KeyError, match="no entry for operator"):
+        LatencyTable(ops={"a": 1.0}).predict_keys(["a", "b"])
+
+
+def test_table_is_cached_by_identity_and_predicts_measured_latency(reg, digits, cpu1, tmp_path):
+    cpu1.setup()
+    space = reg.spaces.create("mobile", TINY_MOBILE)
+    table = build_latency_table(space, digits, cpu1, FAST, cache_dir=tmp_path)
+    files = list(tmp_path.glob("mobile-cpu-*.json"))
+    assert len(files) == 1
+    assert set(table.ops) == {op.key for op in space.latency_ops(digits)}
+    # The cache gives the same table back; another space configuration is another file.
+    again = build_latency_table(space, digits, cpu1, FAST, cache_dir=tmp_path)
+    assert again.ops == table.ops and again.const_ms == table.const_ms
+    other = reg.spaces.create("mobile", {**TINY_MOBILE, "last_channels": 16})
+    build_latency_table(other, digits, cpu1, MeasureSettings(warmup=1, repeats=3, rounds=1, fit_networks=0),
+                        cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("mobile-cpu-*.json"))) == 2
+
+    # Predictions follow measurements: the heaviest and the lightest network are far
+    # apart in both, and the relative error stays moderate on a busy machine.
+    light = space.genotype(["skip", "skip", "k3_e1", "skip"])
+    heavy = space.genotype(["k5_e6", "k5_e6", "k5_e6", "k5_e6"])
+    rng = np.random.default_rng(7)
+    genotypes = [light, heavy] + [space.sample(rng) for _ in range(6)]
+    measured = measure_networks(space, genotypes, digits, cpu1, FAST)
+    predicted = [table.predict(space, g, digits) for g in genotypes]
+    assert predicted[1] > 1.5 * predicted[0] and measured[1] > 1.5 * measured[0]
+    mape = np.mean(np.abs(np.array(predicted) - measured) / np.array(measured))
+    assert mape < 0.35, (predicted, measured)
+
+
+def test_expected_latency_at_one_hot_equals_prediction(reg, digits):
+    """For the mobile space the expected latency is exact at a discrete choice."""
+    space = reg.spaces.create("mobile", TINY_MOBILE)
+    keys = {op.key for op in space.latency_ops(digits)}
+    rng = np.random.default_rng(0)
+    table = LatencyTable(ops={k: float(rng.uniform(0.01, 1.0)) for k in keys}, scale=1.3, const_ms=0.2,
+                         scales={"k5_e6": 2.0})
+    net = space.build_supernet(digits)
+    expected = ExpectedLatency(table, space, net, digits)
+    g = space.sample(rng)
+    alphas = net.body.arch_parameters()
+    choice = []
+    for a in alphas:
+        choice.append(torch.zeros(a.shape[0], dtype=torch.long))
+    for ly, (t, r), c in zip(space.layers(), net.body.layer_rows(), g.spec, strict=True):
+        choice[t][r] = ly.choices.index(c)
+    assert expected.of_choice(choice) == pytest.approx(table.predict(space, g, digits), rel=1e-5)
+    # ... and differentiable in the logits.
+    lat = expected.of_probabilities(net)
+    lat.backward()
+    assert all(a.grad is not None and a.grad.abs().sum() > 0 for a in alphas)
+
+
+def test_nb201_latency_keys_cover_every_genotype(reg, digits):
+    space = reg.spaces.create("nb201", {"C": 4, "N": 1, "retrain_N": 2})
+    keys = {op.key for op in space.latency_ops(digits)}
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        g = space.sample(rng)
+        used = space.genotype_ops(g, digits)
+        assert set(used) <= keys
+        assert sum(k.startswith("stem") for k in used) == 1
+    none = space.genotype(("none",) * 6)
+    assert sum(k.startswith("zeros") for k in space.genotype_ops(none, digits)) == 3 * 2 * 3
+    fixed, per = space.arch_op_keys(space.build_supernet(digits), digits)
+    assert len(per) == 1 and len(per[0]) == 6 and len(per[0][0]) == 5
+    assert per[0][0][0] == []  # "none" costs nothing

@@ -69,9 +69,13 @@ class TrainConfig(_Section):
 class ConstraintsConfig(_Section):
     """Hardware and size constraints honoured by every strategy that supports them."""
 
-    max_latency_ms: Optional[float] = Field(None, gt=0)
+    max_latency_ms: Optional[float] = Field(None, gt=0, description="predicted latency limit (latency table)")
     max_params: Optional[int] = Field(None, gt=0)
-    max_flops: Optional[float] = Field(None, gt=0)
+    max_flops: Optional[float] = Field(None, gt=0, description="FLOPs of one example (2 per multiply-add)")
+    latency_backend: Optional[dict[str, Any]] = Field(
+        None, description="backend section (type + settings) that measures the latency table; default: the run's"
+    )
+    latency_batch_size: int = Field(1, ge=1, description="batch size the latency is measured at")
 
 
 class OutputConfig(_Section):

@@ -88,7 +88,7 @@ def _embedding(n: int, d: int) -> nn.Embedding:
     return e
 
 
-class Interactions(nn.Module):
+class InteractionOps(nn.Module):
     """The four operators over per-field embeddings ``embs`` (list of (N, d_f)).
     Only the operators in ``ops`` are built."""
 
@@ -162,7 +162,7 @@ class RecsysSupernet(Supernet):
         self.alpha_ops = nn.Parameter(s * torch.randn(len(cfg.ops), 2))
         self.embeddings = nn.ModuleList(_embedding(n, dmax) for n in field_sizes)
         self.register_buffer("masks", torch.stack([(torch.arange(dmax) < d).float() for d in cfg.emb_dims]))
-        self.inter = Interactions([dmax] * len(field_sizes), cfg.ops, cfg.proj_dim, cfg.mlp_layers, cfg.cross_layers)
+        self.inter = InteractionOps([dmax] * len(field_sizes), cfg.ops, cfg.proj_dim, cfg.mlp_layers, cfg.cross_layers)
         self.out_channels = self.inter.out_channels
 
     def arch_parameters(self) -> list[nn.Parameter]:
@@ -201,7 +201,7 @@ class RecsysBody(nn.Module):
     def __init__(self, cfg: RecsysConfig, field_sizes: list[int], dims: list[int], ops: list[str]):
         super().__init__()
         self.embeddings = nn.ModuleList(_embedding(n, d) for n, d in zip(field_sizes, dims, strict=True))
-        self.inter = Interactions(dims, ops, cfg.proj_dim, cfg.mlp_layers, cfg.cross_layers)
+        self.inter = InteractionOps(dims, ops, cfg.proj_dim, cfg.mlp_layers, cfg.cross_layers)
         self.ops = list(ops)
         self.out_channels = self.inter.out_channels
 

@@ -41,6 +41,7 @@ from torch import nn
 
 from dnas_core import ComponentConfig, MixWeights, RunFailed, SearchOutcome, Strategy
 from dnas_core import distributed as ddp
+from dnas_core.constraints import SupernetConstraint
 from dnas_core.seeding import derive_seed, torch_generator
 from dnas_core.space import Network, Supernet
 from dnas_core.training import DivergenceGuard, iterate_batches, lr_at, num_batches, set_lr
@@ -63,6 +64,9 @@ class DifferentiableConfig(ComponentConfig):
     stop_at_skips: Optional[int] = Field(
         None, ge=1, description="DARTS+ early stop: end the search once the derived cell has at least this many "
         "skip connections (checked after each epoch past warmup_epochs; null: never)")
+    latency_weight: float = Field(
+        1.0, ge=0, description="weight of the expected-latency penalty relu(E[latency]/max_latency_ms - 1), "
+        "used when the manifest sets constraints.max_latency_ms and the space has a latency model")
 
 
 #: Operation names without parameters, across dnas's spaces (NAS-Bench-201, DARTS, mobile).
@@ -138,7 +142,15 @@ class DifferentiableStrategy(Strategy):
         with backend.autocast():
             loss = loss_fn(net(x).float(), y)
         reg = self.arch_regularizer(net.body)
-        return loss if reg is None else loss + reg
+        loss = loss if reg is None else loss + reg
+        if getattr(self, "_latency_constraint", None) is not None:  # constraints.max_latency_ms
+            loss = loss + self.config.latency_weight * self.latency_penalty(net)
+        return loss
+
+    def latency_penalty(self, net: Network) -> torch.Tensor:
+        """The expected-latency penalty (:class:`dnas_core.constraints.SupernetConstraint`)
+        under the softmax of the logits; sampling strategies pass their sampled weights."""
+        return self._latency_constraint.penalty(net)
 
     def arch_step(self, net: Network, batch_a: tuple, batch_w: tuple, loss_fn: nn.Module, a_opt, w_opt, backend) -> float:
         """First-order architecture update on a validation batch."""
@@ -220,6 +232,7 @@ class DifferentiableStrategy(Strategy):
         self._optimizers = [w_opt, a_opt]
         self._guard = guard = DivergenceGuard.from_train_config("search", run.manifest.train)
         loss_fn = task.loss_fn().to(device)
+        self._latency_constraint = SupernetConstraint.for_run(run, net)
 
         start = 0
         ckpt = run.load_checkpoint("search")
@@ -309,7 +322,10 @@ class DifferentiableStrategy(Strategy):
                                         "max_arch_difference_between_ranks": ddp.max_rank_difference(body.arch_parameters())}
         if stopped:
             summary["early_stop"] = stopped
-        return SearchOutcome(supernet=net, summary=summary)
+        outcome = SearchOutcome(supernet=net, summary=summary)
+        if self._latency_constraint is not None:  # the fastest-enough likely architecture
+            outcome.genotype, summary["latency_constraint"] = self._latency_constraint.derive(space, net)
+        return outcome
 
     def extra_state(self) -> dict[str, Any]:
         """Strategy state to checkpoint besides the networks and optimizers."""

@@ -367,3 +367,26 @@ def test_early_stop_and_table_report(tmp_path, shared_data, monkeypatch) -> None
     table = json.loads((run_dir / "nb201_table.json").read_text())
     assert table["arch"] == result["genotype"]["text"] and 10 < table["cifar10"] < 95
     assert "NAS-Bench-201 table" in (run_dir / "report.md").read_text()
+
+
+def test_hard_path_arch_gradient_is_finite_in_channels_last() -> None:
+    """Regression: CPU batch norm's backward with an expanded (stride-0) weight on a
+    channels-last input returned non-finite garbage, which failed GDAS searches."""
+    from dnas_plugins.strategies._gumbel import gumbel_hard
+    from dnas_search_spaces.nb201.ops import SearchCell
+
+    torch.manual_seed(0)
+    cell = SearchCell(8).train()
+    for p in cell.parameters():
+        p.requires_grad_(False)
+    cl = torch.channels_last
+    for _ in range(15):
+        x = torch.randn(16, 8, 7, 7)
+        alpha = (1e-3 * torch.randn(6, 5)).requires_grad_()
+        w, idx = gumbel_hard(alpha, 10.0)
+        up = torch.randn(16, 8, 7, 7)
+        ref = torch.autograd.grad((cell(x, MixWeights(w, idx)) * up).sum(), alpha, retain_graph=True)[0]
+        cell.to(memory_format=cl)
+        got = torch.autograd.grad((cell(x.contiguous(memory_format=cl), MixWeights(w, idx)) * up).sum(), alpha)[0]
+        cell.to(memory_format=torch.contiguous_format)
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)

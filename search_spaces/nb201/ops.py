@@ -155,7 +155,9 @@ class SearchCell(nn.Module):
                         relu_cache[i] = F.relu(xi)
                     conv, which = (src.conv1, "bn1") if op == I_C1 else (src.conv3, "bn3")
                     y = F.conv2d(relu_cache[i], conv.weight[sl], padding=conv.padding)
-                    y = src.bn(y, which, we.expand(c), sl)
+                    # A materialised weight: CPU batch norm's backward returns garbage for a
+                    # stride-0 (expanded) weight on channels-last inputs (torch 2.13).
+                    y = src.bn(y, which, we.expand(c).contiguous(), sl)
                 out = y if out is None else out + y
             nodes.append(out if out is not None else torch.zeros_like(x))
         return nodes[-1]

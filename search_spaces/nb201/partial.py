@@ -97,10 +97,11 @@ class PartialSearchCell(SearchCell):
             k = edges.index(e)
             sl = slice(k * ck, (k + 1) * ck)
             r = F.relu(xi)
-            # Only this edge's slice of the batched convolution (the node's other
-            # targets read a different, later-shuffled state in PC-DARTS).
-            y1 = src.bn(F.conv2d(r, src.conv1.weight[sl]), "bn1", w[e, I_C1].expand(ck), sl)
-            y3 = src.bn(F.conv2d(r, src.conv3.weight[sl], padding=1), "bn3", w[e, I_C3].expand(ck), sl)
+            # This edge's slice of the source's convolutions; the batch-norm weight is
+            # materialised (an expanded, stride-0 one breaks CPU batch norm's backward
+            # on channels-last inputs).
+            y1 = src.bn(F.conv2d(r, src.conv1.weight[sl]), "bn1", w[e, I_C1].expand(ck).contiguous(), sl)
+            y3 = src.bn(F.conv2d(r, src.conv3.weight[sl], padding=1), "bn3", w[e, I_C3].expand(ck).contiguous(), sl)
             term = w[e, I_SKIP] * xi + y1 + y3
             out = term if out is None else out + term
             p = w[e, I_POOL] * xi

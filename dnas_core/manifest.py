@@ -222,6 +222,9 @@ def _check_component_names(data: dict[str, Any], registries: Registries, source:
 
 def validate_manifest(data: dict[str, Any], registries: Registries, source: str | None = None) -> ManifestBase:
     model = manifest_model(registries)
+    odd = [k for k in data if not isinstance(k, str)]
+    if odd:
+        raise ManifestError(f"top-level keys must be names, got {odd[0]!r}", source=source)
     unknown = set(data) - set(model.model_fields)
     if unknown:
         key = sorted(unknown)[0]
@@ -243,7 +246,8 @@ def _discriminator_locs(data: dict[str, Any]) -> set[tuple[Any, ...]]:
         value = data.get(section)
         if isinstance(value, dict) and "type" in value:
             out.add((section, str(value["type"])))
-    for i, cb in enumerate(data.get("callbacks") or []):
+    cbs = data.get("callbacks")
+    for i, cb in enumerate(cbs if isinstance(cbs, list) else []):
         if isinstance(cb, dict) and "type" in cb:
             out.add(("callbacks", i, str(cb["type"])))
     return out

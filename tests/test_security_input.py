@@ -104,6 +104,15 @@ def test_fuzz_manifests_end_in_clear_errors(pm, tmp_path_factory, text):
         assert not out.exists()  # a rejected manifest never leaves a run directory
 
 
+@pytest.mark.parametrize("text", ["?", "callbacks: 1289", "1: 2", "callbacks: [3]", "task: [1]", "[]", "~"])
+def test_manifest_regressions_found_by_the_fuzz_benchmark(pm, tmp_path, text):
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    with pytest.raises(ManifestError) as err:
+        load_manifest(path, pm.registries)
+    assert str(path) in str(err.value)
+
+
 @pytest.mark.parametrize("target", default_targets(), ids=lambda t: t.name)
 def test_fuzz_data_parsers_end_in_clear_errors(target):
     stats = fuzz_target(target, n=40, seed=7)

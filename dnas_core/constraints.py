@@ -62,6 +62,12 @@ def _backend_for(run: Any, section: dict[str, Any] | None):
     return backend
 
 
+def latency_settings(constraints: Any) -> MeasureSettings:
+    """How the manifest's ``constraints:`` section asks for the latency table."""
+    return MeasureSettings(batch_size=constraints.latency_batch_size, repeats=constraints.latency_repeats,
+                           fit_networks=constraints.latency_fit_networks)
+
+
 class Constraints:
     """The constraints of one run (or given directly) over one space and task."""
 
@@ -80,7 +86,7 @@ class Constraints:
         """The manifest's constraints; the latency table is built (or read from the
         cache) on first use, on ``constraints.latency_backend`` or the run's backend."""
         c = run.manifest.constraints
-        settings = MeasureSettings(batch_size=getattr(c, "latency_batch_size", 1))
+        settings = latency_settings(c)
 
         def source() -> LatencyTable:
             backend = _backend_for(run, getattr(c, "latency_backend", None))

@@ -76,6 +76,8 @@ class ConstraintsConfig(_Section):
         None, description="backend section (type + settings) that measures the latency table; default: the run's"
     )
     latency_batch_size: int = Field(1, ge=1, description="batch size the latency is measured at")
+    latency_repeats: int = Field(30, ge=1, description="timed calls per operator and round of the latency table")
+    latency_fit_networks: int = Field(16, ge=0, description="whole networks measured to fit the latency table")
 
 
 class OutputConfig(_Section):

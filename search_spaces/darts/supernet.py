@@ -65,6 +65,13 @@ def _conv_weight(shape: tuple[int, ...]) -> nn.Parameter:
     return nn.Parameter(w)
 
 
+def _bn_weight(col: torch.Tensor, c: int) -> torch.Tensor:
+    """Per-edge mixing weights ``(n_out,)`` repeated over each edge's ``c`` channels, as a
+    materialised tensor: CPU batch norm's backward is wrong for a stride-0 (expanded)
+    weight on channels-last inputs (torch 2.13)."""
+    return col[:, None].expand(col.shape[0], c).reshape(-1).contiguous()
+
+
 def _bn(y: torch.Tensor, mean: torch.Tensor | None, var: torch.Tensor | None, training: bool,
         weight: torch.Tensor | None = None) -> torch.Tensor:
     return F.batch_norm(y, mean, var, weight=weight, bias=None, training=training, momentum=0.1, eps=1e-5)
@@ -205,14 +212,14 @@ class SearchCell(nn.Module):
             r = F.relu(x)
             rep = replicate_channels(r, n_out)
             if src.stride == 2:
-                y = src.factorized_reduce(r, ws[:, I_SKIP, None].expand(n_out, c).reshape(-1), training)
+                y = src.factorized_reduce(r, _bn_weight(ws[:, I_SKIP], c), training)
                 for k, n in enumerate(targets):
                     add(n, y[:, k * c : (k + 1) * c])
             else:
                 for k, n in enumerate(targets):
                     add(n, x, ws[k, I_SKIP])
             for op in CONV_OPS:
-                y = src.conv_op(op, rep, n_out, ws[:, op, None].expand(n_out, c).reshape(-1), training)
+                y = src.conv_op(op, rep, n_out, _bn_weight(ws[:, op], c), training)
                 for k, n in enumerate(targets):
                     add(n, y[:, k * c : (k + 1) * c])
             if i >= 1:  # node i-1 has all its inputs (states 0..i) now
@@ -238,7 +245,7 @@ class SearchCell(nn.Module):
                 else:
                     if i not in relu_cache:
                         relu_cache[i] = F.relu(x)
-                    w_out = we.expand(c)
+                    w_out = we.expand(c).contiguous()  # materialised: see _bn_weight
                     if op == I_SKIP:
                         y = src.factorized_reduce(relu_cache[i], w_out, training, k)
                     else:

@@ -96,10 +96,16 @@ class SearchCell(nn.Module):
         super().__init__()
         self.c = c
         self.sources = nn.ModuleList([_SourceConvs(c, len(out_edges(i)), track) for i in range(NUM_NODES - 1)])
+        # device-side indices of each source's out-edges: indexing the weights with a
+        # Python list would build a CPU tensor and copy it to the device every forward
+        for i in range(NUM_NODES - 1):
+            self.register_buffer(f"out_edges_{i}", torch.tensor(out_edges(i), dtype=torch.long), persistent=False)
 
-    def forward(self, x: torch.Tensor, mix: MixWeights) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mix: MixWeights, index: list[int] | None = None) -> torch.Tensor:
+        """``index``: ``mix.index`` already read to the host (the body reads it once per
+        forward instead of once per cell: each read is a device sync)."""
         if mix.index is not None:
-            return self._forward_hard(x, mix.weights, mix.index)
+            return self._forward_hard(x, mix.weights, mix.index if index is None else index)
         return self._forward_dense(x, mix.weights)
 
     def _forward_dense(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -111,8 +117,9 @@ class SearchCell(nn.Module):
             src = self.sources[i]
             edges = out_edges(i)
             r = F.relu(nodes[i])
-            y1 = src.bn(src.conv1(r), "bn1", w[edges, I_C1].repeat_interleave(c))
-            y3 = src.bn(src.conv3(r), "bn3", w[edges, I_C3].repeat_interleave(c))
+            w_src = w.index_select(0, getattr(self, f"out_edges_{i}"))
+            y1 = src.bn(src.conv1(r), "bn1", w_src[:, I_C1].repeat_interleave(c))
+            y3 = src.bn(src.conv3(r), "bn3", w_src[:, I_C3].repeat_interleave(c))
             for k, e in enumerate(edges):
                 target = EDGES[e][0]
                 conv_terms[target].append(y1[:, k * c : (k + 1) * c])
@@ -132,9 +139,9 @@ class SearchCell(nn.Module):
             nodes.append(out)
         return nodes[-1]
 
-    def _forward_hard(self, x: torch.Tensor, w: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def _forward_hard(self, x: torch.Tensor, w: torch.Tensor, index: torch.Tensor | list[int]) -> torch.Tensor:
         c = self.c
-        idx = index.tolist()
+        idx = index.tolist() if isinstance(index, torch.Tensor) else list(index)
         nodes = [x]
         relu_cache: dict[int, torch.Tensor] = {}
         for j in range(1, NUM_NODES):

@@ -113,8 +113,9 @@ class NB201Body(Supernet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mix: MixWeights = self.weight_fn(self.alpha)
+        index = mix.index.tolist() if mix.index is not None else None  # one host read per forward
         for layer in self.layers:
-            x = layer(x, mix) if isinstance(layer, SearchCell) else layer(x)
+            x = layer(x, mix, index) if isinstance(layer, SearchCell) else layer(x)
         return self.lastact(x)
 
 

@@ -1,0 +1,59 @@
+"""The fast NAS-Bench-201 search cell (batched per-source convolutions, mixing weight
+folded into batch norm, pooling once per target) equals the textbook weighted sum in
+float64: outputs and the gradients of every weight and of the logits, on the dense
+path and on the hard (``MixWeights.index``) path, in NCHW and channels-last."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dnas_core import MixWeights
+from dnas_search_spaces.nb201.ops import OPS, SearchCell, reference_cell_forward
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP barrier waits on a loaded 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _grads(cell, out, alpha):
+    target = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
+    params = [alpha, *cell.parameters()]
+    grads = torch.autograd.grad((out * target).sum(), params, allow_unused=True, retain_graph=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("hard", [False, True], ids=["dense", "hard"])
+def test_fast_cell_matches_reference(hard, channels_last):
+    torch.manual_seed(0)
+    cell = SearchCell(4).double().train()
+    x = torch.randn(3, 4, 6, 6, dtype=torch.float64)
+    if channels_last:
+        cell = cell.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    alpha = torch.randn(6, len(OPS), dtype=torch.float64, requires_grad=True)
+    w = torch.softmax(alpha, dim=-1)
+    if hard:
+        index = torch.tensor([0, 1, 2, 3, 4, 3])  # every op, `none` included
+        one_hot = F.one_hot(index, len(OPS)).double()
+        w = one_hot - w.detach() + w  # straight-through, as GDAS
+        mix, ref_w = MixWeights(w, index), w * one_hot
+    else:
+        mix, ref_w = MixWeights(w), w
+    fast = cell(x, mix)
+    ref = reference_cell_forward(cell, x, ref_w)
+    assert torch.allclose(fast, ref, atol=1e-5, rtol=0), (fast - ref).abs().max()
+    for a, b in zip(_grads(cell, fast, alpha), _grads(cell, ref, alpha), strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=0), (a - b).abs().max()
+    if hard:  # a precomputed host index (what NB201Body passes) gives the same result
+        assert torch.equal(cell(x, mix, index.tolist()), fast)
+    bad = ref_w.detach().clone()
+    bad[3, 2] += 0.1  # an edge from the input node: changes the output on both paths
+    assert not torch.allclose(fast, reference_cell_forward(cell, x, bad), atol=1e-5)

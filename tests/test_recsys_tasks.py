@@ -169,3 +169,13 @@ def test_neumf_baseline_learns_on_the_slice(tmp_path):
     })
     assert result["genotype"]["space"] == "neumf"
     assert result["test_metrics"]["hr@10"] >= 0.25
+
+
+@pytest.mark.parametrize("name", ["task_movielens", "baseline_movielens", "recsys_ratings_csv", "task_breast_cancer",
+                                  "baseline_breast_cancer", "task_pneumoniamnist", "baseline_pneumoniamnist"])
+def test_example_manifests_validate(name):
+    from dnas_core.manifest import load_manifest
+
+    root = Path(__file__).resolve().parents[1]
+    m = load_manifest(root / "examples" / f"{name}.yaml", get_plugin_manager().registries)
+    assert m.task.type in ("movielens", "ratings_csv", "breast_cancer", "pneumoniamnist")

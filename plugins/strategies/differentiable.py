@@ -41,6 +41,7 @@ from torch import nn
 
 from dnas_core import ComponentConfig, MixWeights, RunFailed, SearchOutcome, Strategy
 from dnas_core import distributed as ddp
+from dnas_core import runstore
 from dnas_core.constraints import SupernetConstraint
 from dnas_core.seeding import derive_seed, torch_generator
 from dnas_core.space import Network, Supernet
@@ -244,6 +245,9 @@ class DifferentiableStrategy(Strategy):
             guard.load_state(ckpt.get("divergence"))
             start = int(ckpt["epoch"]) + 1
             run.run_dir.truncate_metrics("search", start)
+        elif run.manifest.extends_runs:
+            # Transfer: start from the supernet body of earlier runs of this space (dnas_core.runstore).
+            runstore.warm_start_supernet(run, net)
         # Data-parallel (dnas_core.distributed): every rank starts from rank 0's state and
         # the architecture gradients are averaged before every architecture update,
         # whichever arch_step a subclass implements.
@@ -315,6 +319,7 @@ class DifferentiableStrategy(Strategy):
                 if stopped:
                     break
         self.phase = "eval"
+        runstore.remember_supernet(run, net)
         summary = {"epochs": cfg.epochs, "arch_weights": body.arch_snapshot(),
                    "arch_labels": [list(lbl) for lbl in body.arch_labels()]}
         if ddp.is_distributed():  # evidence that every rank ended with the same architecture

@@ -6,7 +6,7 @@ Inputs are drawn by hypothesis: random bytes and mutations (bit flips, truncatio
 insertions, byte edits) of one valid sample of each format; manifests are random YAML
 documents over the real keys, truncations of a valid manifest and random text.
 
-    python benchmarks/fuzz.py            # 2,000 inputs per parser, 2,000 manifests
+    python benchmarks/fuzz.py            # 1,000 inputs per parser and 1,000 manifests
     python benchmarks/fuzz.py --quick    # 100 each
 """
 
@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=None, help="inputs per parser")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    n = args.n or (100 if args.quick else 2000)
+    n = args.n or (100 if args.quick else 1000)
     rows = []
     for target in default_targets():
         t0 = time.perf_counter()

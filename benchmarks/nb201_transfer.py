@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seeds, args.epochs, args.limit_train = 1, 1, 128
         if not args.strategies:
-            args.strategies = ["darts", "gdas", "beta_darts"]
+            args.strategies = ["darts (1st order)", "gdas", "beta_darts"]
         if args.out.name == "nb201_transfer.json":
             args.out = args.out.with_name("nb201_transfer_quick.json")
     args.table = args.table or args.data / "nas" / "nas-bench-201-test-accuracy.csv"

@@ -46,7 +46,7 @@ def test_mlflow_run_params_metrics_artifacts(finished_run):
     assert {"report.html", "result.json", "genotype.json", "plots"} <= names
 
 
-def test_mlflow_nested_under_an_active_parent(tmp_path):
+def test_mlflow_nested_under_an_active_parent(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     mlflow.set_tracking_uri(uri)
@@ -63,6 +63,14 @@ def test_mlflow_nested_under_an_active_parent(tmp_path):
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.info.status == "FAILED" and child.data.tags["dnas.error"] == "RunFailed: boom"
         assert child.data.metrics["search/train_loss"] == 1.5
+        # a trial process gets its parent from the environment (same store: one migration)
+        with monkeypatch.context() as m:
+            m.setenv("DNAS_MLFLOW_PARENT_RUN_ID", parent.info.run_id)
+            orch2 = Orchestrator.new(MINI_MANIFEST, [f"callbacks=[{{type: mlflow, tracking_uri: '{uri}', experiment: nest}}]"],
+                                     tmp_path / "run2")
+            (cb2,) = orch2.callbacks
+            cb2.dnas_run_start(run=orch2.ctx)
+            assert cb2.client.get_run(cb2.run_id).data.tags["mlflow.parentRunId"] == parent.info.run_id
     finally:
         mlflow.set_tracking_uri(None)
 

@@ -9,9 +9,10 @@ manifest lists ``callbacks: [{type: mlflow}]``.
   those off), then ``test/<metric>`` and ``test/latency_ms``.
 * **Artifacts** (``log_artifacts``): report.html, report.md, result.json,
   genotype.json, manifest.yaml, metrics.jsonl, export.json and plots/.
-* **Nesting**: when an MLflow run is already active in the process (for example a
-  tuning driver started a parent run for an Optuna study), each dnas run is logged as
-  a nested child run of it; otherwise as a top-level run.
+* **Nesting**: a dnas run is logged as a nested child of ``parent_run_id``, else of the
+  run named by ``$DNAS_MLFLOW_PARENT_RUN_ID`` (how a study driver hands its parent run
+  to trial processes), else of the MLflow run active in this process (for example a
+  tuning driver started a parent run for an Optuna study); otherwise top-level.
 * **Status**: FINISHED for a completed run, FAILED (with the error as a tag) otherwise.
 
 ``tracking_uri`` null uses MLflow's own default (``MLFLOW_TRACKING_URI`` if set); a
@@ -21,6 +22,7 @@ server.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional
 
 from pydantic import Field
@@ -29,6 +31,8 @@ from dnas_core import Callback, ComponentConfig, hookimpl
 
 from ._optional import require
 
+#: Environment variable naming the parent MLflow run (for trial processes of a study).
+PARENT_ENV = "DNAS_MLFLOW_PARENT_RUN_ID"
 ARTIFACTS = ("report.html", "report.md", "result.json", "genotype.json", "manifest.yaml", "metrics.jsonl", "export.json")
 
 
@@ -39,6 +43,9 @@ class MLflowConfig(ComponentConfig):
     arch_weights: bool = Field(True, description="log the architecture weights of every search epoch")
     log_artifacts: bool = Field(True, description="upload the report, result and plots at the end")
     tags: dict[str, str] = Field(default_factory=dict, description="extra tags of the MLflow run")
+    parent_run_id: Optional[str] = Field(
+        None, description="log as a nested run of this MLflow run (default: $DNAS_MLFLOW_PARENT_RUN_ID, else the "
+        "run active in this process, else none)")
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
@@ -90,12 +97,14 @@ class MLflowLogger(Callback):
         mlflow, cfg = self.mlflow, self.config
         exp = self.client.get_experiment_by_name(cfg.experiment)
         exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(cfg.experiment)
-        parent = mlflow.active_run()
+        parent_id = cfg.parent_run_id or os.environ.get(PARENT_ENV) or None
+        if parent_id is None and mlflow.active_run() is not None:
+            parent_id = mlflow.active_run().info.run_id
         tags = {"dnas.run_dir": str(run.run_dir.path.resolve()), "dnas.task": run.task.name,
                 "dnas.space": run.space.name, "dnas.strategy": run.strategy.name, **cfg.tags}
-        if parent is not None:
-            self.parent_run_id = parent.info.run_id
-            tags["mlflow.parentRunId"] = self.parent_run_id
+        if parent_id is not None:
+            self.parent_run_id = parent_id
+            tags["mlflow.parentRunId"] = parent_id
         found = []
         if run.resumed:  # continue the MLflow run of the interrupted dnas run
             quoted = tags["dnas.run_dir"].replace("'", "\\'")

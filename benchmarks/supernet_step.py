@@ -518,12 +518,20 @@ def print_tables(results: dict[str, dict], rows: list[dict], cfg: dict, log) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    global RESULTS
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: C=4, N=1, batch 16, 3 steps, no peers")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 7; quick 3)")
+    ap.add_argument("--C", type=int, default=None, help="supernet width (default 16, the issue's configuration)")
+    ap.add_argument("--N", type=int, default=None, help="cells per stage (default 5)")
+    ap.add_argument("--batch", type=int, default=None, help="batch size (default 64)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of every child (default 2)")
+    ap.add_argument("--out", default=str(RESULTS), help="results JSON (default benchmarks/results/supernet_step.json)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 1)")
     ap.add_argument("--only", default="", help="comma-separated labels (substring match) to run")
     ap.add_argument("--no-peers", action="store_true", help="skip the peers (AutoDL, NNI)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the configurations already in the results JSON and add (or replace) those run now")
     ap.add_argument("--omp-wait", choices=["auto", "active", "passive"], default="auto",
                     help="OMP_WAIT_POLICY of every child; auto: passive when the load average exceeds the CPU count "
                     "(spinning OpenMP threads on an oversubscribed machine make 2-thread steps 5-15x slower)")
@@ -538,7 +546,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     quick = args.quick
-    cfg = {"C": 4 if quick else 16, "N": 1 if quick else 5, "batch": 16 if quick else 64, "threads": 2,
+    RESULTS = Path(args.out).resolve()
+    cfg = {"C": args.C or (4 if quick else 16), "N": args.N or (1 if quick else 5),
+           "batch": args.batch or (16 if quick else 64), "threads": args.threads,
            "steps": args.steps or (3 if quick else 7), "warmup": args.warmup if args.warmup is not None else 1}
     load = os.getloadavg()[0]
     wait = args.omp_wait if args.omp_wait != "auto" else ("passive" if load > (os.cpu_count() or 1) else None)
@@ -560,6 +570,10 @@ def main(argv: list[str] | None = None) -> int:
     if python_peers is not None:
         plan += [("AutoDL DARTS-V1", "autodl", {"algo": "DARTS-V1"}), ("AutoDL DARTS-V2", "autodl", {"algo": "DARTS-V2"}),
                  ("AutoDL GDAS", "autodl", {"algo": "GDAS"}), ("NNI DARTS", "nni", {})]
+    # the configurations the ratios need first, so that a cut-short run still has them
+    key = ["dnas darts", "dnas gdas", "dnas pc_darts", "AutoDL DARTS-V1", "AutoDL GDAS", "NNI DARTS",
+           "dnas darts (2nd order)", "AutoDL DARTS-V2"]
+    plan.sort(key=lambda p: key.index(p[0]) if p[0] in key else len(key))
     if args.only:
         keys = [k.strip().lower() for k in args.only.split(",") if k.strip()]
         plan = [p for p in plan if any(k in p[0].lower() for k in keys)]
@@ -567,6 +581,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"strategy {name!r}: not a supernet strategy, no search step to time")
 
     results: dict[str, dict] = {}
+    if args.merge and RESULTS.exists() and not quick:
+        previous = json.loads(RESULTS.read_text())
+        kept = {k: v for k, v in previous.get("results", {}).items() if k not in {p[0] for p in plan}}
+        results.update(kept)
+        log(f"merging with {len(kept)} configurations of {RESULTS.name} measured earlier: {', '.join(kept)}")
     t_start = time.time()
     for label, impl, extra in plan:
         spec = {**cfg, **extra, "label": label, "impl": impl}
@@ -582,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
         r = results[label]
         status = r.get("error") or r.get("skipped") or f"median {r['median_s']:.3f} s, extra {r['extra_mb']:.0f} MB"
         log(f"  {label}: {status} ({time.time() - t0:.0f} s)")
+        if not quick:  # keep what is measured so far
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(json.dumps({"config": cfg, "results": results, "partial": True}, indent=2))
     rows = ratio_rows(results)
     print_tables(results, rows, cfg, log)
     log(f"\ntotal {time.time() - t_start:.0f} s")
@@ -591,12 +613,12 @@ def main(argv: list[str] | None = None) -> int:
                    "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                    "load_average": os.getloadavg()}
         RESULTS.write_text(json.dumps(payload, indent=2))
-        log(f"wrote {RESULTS.relative_to(ROOT)}")
+        log(f"wrote {RESULTS}")
     else:
         out = RESULTS.with_name("supernet_step_quick.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"config": cfg, "results": results, "ratios": rows}, indent=2))
-        log(f"wrote {out.relative_to(ROOT)}")
+        log(f"wrote {out}")
     return 0
 
 

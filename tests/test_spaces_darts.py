@@ -217,3 +217,26 @@ def test_supernet_hard_path_runs_only_the_chosen_ops():
     assert all(g is None for g in conv_grads)
     assert net.body.alpha_normal.grad[:, OPS.index("skip_connect")].abs().sum() > 0
     assert np.isfinite(net.body.alpha_reduce.grad.numpy()).all()
+
+
+def test_end_to_end_search_retrain_export(tmp_path):
+    """dnas run on the DARTS space: search, derive (DARTS form), retrain deeper, ONNX export."""
+    import yaml
+
+    from dnas_core.orchestrator import run_manifest
+    from dnas_core.testing import tiny_manifest
+
+    manifest = tiny_manifest(
+        task={"type": "digits", "limit_train": 120, "limit_test": 40},
+        space={"type": "darts", "C": 4, "layers": 3, "retrain_layers": 4},
+        strategy={"type": "darts", "epochs": 1, "batch_size": 32},
+        train={"epochs": 1, "batch_size": 64},
+        backend={"type": "cpu", "threads": 1},
+    )
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    run_dir, result = run_manifest(path, out=tmp_path / "run")
+    text = result["genotype"]["text"]
+    assert text.startswith("Genotype(normal=[(") and text.endswith("reduce_concat=[2, 3, 4, 5])")
+    assert _space().from_string(text).hash() == result["genotype"]["hash"]
+    assert list(run_dir.rglob("*.onnx"))

@@ -123,6 +123,10 @@ class CUDABackend(Backend):
         module = module.to(self.device)
         if self.config.channels_last:
             module = module.to(memory_format=torch.channels_last)
+        if self.config.compile:
+            # in place (nn.Module.compile): the module, its attributes (net.body) and its
+            # state_dict keys stay as they are, so strategies and checkpoints are unaffected
+            module.compile()
         return module
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:

@@ -129,10 +129,12 @@ def make_storage(storage: str, cfg: TuneConfig) -> BaseStorage:
     if is_rdb_url(storage):
         storage = _postgres_driver(storage)
         try:
-            return optuna.storages.RDBStorage(
-                storage, heartbeat_interval=cfg.heartbeat_s, grace_period=grace,
-                engine_kwargs={"pool_pre_ping": True}, **{_STALE_KW: retry},
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    storage, heartbeat_interval=cfg.heartbeat_s, grace_period=grace,
+                    engine_kwargs={"pool_pre_ping": True}, **{_STALE_KW: retry},
+                )
         except ImportError as exc:
             raise UsageError(f"storage {_redact(storage)}: the database driver is missing ({exc}); "
                              "for PostgreSQL: pip install psycopg2-binary") from None

@@ -99,11 +99,14 @@ def train_task_conditioned(store: RunStore, space: SearchSpace, top_fraction: fl
 
 
 def propose(vae: Any, space: SearchSpace, features: np.ndarray, n: int, rng: np.random.Generator,
-            max_draws: int = 50) -> list[Genotype]:
-    """The first ``n`` distinct valid genotypes the conditioned VAE draws for a task."""
+            max_draws: int = 12) -> list[Genotype]:
+    """The first ``n`` distinct valid genotypes the conditioned VAE draws for a task.
+    Draws start from the prior N(0, I) and widen it step by step when a model trained
+    on few architectures keeps decoding the same ones."""
     out: dict[str, Genotype] = {}
-    for _ in range(max_draws):
-        for graph in vae.generate(n, rng, condition=features):
+    for k in range(max_draws):
+        z = (1.25 ** k) * rng.standard_normal((n, vae.config.latent_dim))
+        for graph in vae.decode(z, features):
             try:
                 g = space.decode(graph)
             except ValueError:

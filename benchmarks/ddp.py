@@ -2,17 +2,21 @@
 
 The same DARTS search (NAS-Bench-201 cell, scikit-learn digits, first order) runs as
 ``dnas run`` with one process and as ``dnas run --nproc 2`` (torchrun, gloo on the
-CPU) with the same global batch. One process gets every CPU as torch threads, each
-of the two processes half of them, so both use the whole machine. The two run
+CPU) with the same global batch. Every process uses one torch thread (on the shared
+2-core machines, two threads in one process were many times slower under load than
+one), so the comparison is one core against two. The two run
 round-robin ``--repeats`` times; the table shows medians of:
 
 * ``samples/s``: training examples through the search (each one weight step and one
   architecture step) per second of the search stage;
 * ``speed-up``: 2-process throughput over 1-process throughput of the same round;
 * ``max |alpha_2 - alpha_1|``: the largest difference between the architecture
-  parameters of the 2-process and the 1-process run (float32 rounding only: the
-  gradient average and the global batch-norm statistics make them the same
-  computation);
+  parameters of the 2-process and the 1-process run. The gradient average and the
+  global batch-norm statistics make them the same computation up to float32 rounding,
+  but Adam divides each gradient by its running magnitude, so rounding in a component
+  whose gradient nearly cancels can flip its step. The *rounding reference* measures
+  that effect alone: the same 1-process run with the NCHW memory format instead of
+  channels-last (the same mathematics, other convolution kernels);
 * ``max diff between ranks``: the largest difference between the two ranks'
   architecture parameters at the end (all-gathered; 0 means identical);
 * whether the derived genotypes are equal.
@@ -48,9 +52,9 @@ def manifest(quick: bool) -> dict[str, Any]:
         "seed": 0,
         "task": {"type": "digits", "val_fraction": 0.5, "limit_train": 256 if quick else 1024, "limit_test": 50},
         "space": {"type": "nb201", "C": 4 if quick else 8, "N": 1, "retrain_C": 4, "retrain_N": 1},
-        "strategy": {"type": "darts", "epochs": 1 if quick else 3, "batch_size": 64, "arch_lr": 0.01},
+        "strategy": {"type": "darts", "epochs": 1 if quick else 2, "batch_size": 64, "arch_lr": 0.01},
         "train": {"epochs": 0},
-        "backend": {"type": "cpu"},
+        "backend": {"type": "cpu", "threads": 1},
         "export": {"type": "onnx"},
     }
 
@@ -84,13 +88,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dnas-ddp-bench-") as tmp:
         m = Path(tmp) / "m.yaml"
         m.write_text(yaml.safe_dump(spec))
+        m_nchw = Path(tmp) / "m_nchw.yaml"
+        m_nchw.write_text(yaml.safe_dump({**spec, "backend": {**spec["backend"], "channels_last": False}}))
         for r in range(repeats):
             one = run(m, Path(tmp) / f"one-{r}", 1)
             two = run(m, Path(tmp) / f"two-{r}", 2)
+            ref = run(m_nchw, Path(tmp) / f"nchw-{r}", 1) if r == 0 else None
             # Examples through the search: the weights' half of limit_train, full batches only.
             n_train = spec["task"]["limit_train"] // 2
             samples = (n_train - n_train % spec["strategy"]["batch_size"]) * spec["strategy"]["epochs"]
             diff = max(float((one["alpha"][k] - two["alpha"][k]).abs().max()) for k in one["alpha"])
+            if ref is not None:
+                rounding_ref = max(float((one["alpha"][k] - ref["alpha"][k]).abs().max()) for k in one["alpha"])
             rounds.append({"samples": samples, "one_samples_s": samples / one["search_s"],
                            "two_samples_s": samples / two["search_s"], "speedup": one["search_s"] / two["search_s"],
                            "max_alpha_diff_1_vs_2": diff, "max_diff_between_ranks": two["rank_diff"],
@@ -101,6 +110,7 @@ def main() -> None:
     med = {k: statistics.median(r[k] for r in rounds) for k in
            ("one_samples_s", "two_samples_s", "speedup", "max_alpha_diff_1_vs_2", "max_diff_between_ranks")}
     same = all(r["same_genotype"] for r in rounds)
+    med["rounding_reference_nchw_vs_channels_last"] = rounding_ref
     print(f"\nDARTS supernet search, data-parallel with gloo ({spec['space']['C']} channels, global batch "
           f"{spec['strategy']['batch_size']}, {spec['strategy']['epochs']} epoch(s); medians of {repeats}; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})")
@@ -109,6 +119,7 @@ def main() -> None:
     print(f"{2:>9} {med['two_samples_s']:>10.1f} {med['speedup']:>9.2f}")
     print(f"max |alpha_2proc - alpha_1proc|: {med['max_alpha_diff_1_vs_2']:.2e}; "
           f"max diff between ranks: {med['max_diff_between_ranks']:.2e}; same genotype in every round: {same}")
+    print(f"rounding reference, 1 process NCHW vs channels-last: max |alpha diff| {rounding_ref:.2e}")
     out = ROOT / "benchmarks" / "results" / ("ddp_quick.json" if args.quick else "ddp.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": "ddp", "quick": args.quick, "manifest": spec, "medians": med,

@@ -129,17 +129,27 @@ def main(argv: list[str] | None = None) -> int:
     if not chosen:
         ap.error(f"no strategy matches {args.strategies}; choose from {[lbl for lbl, _ in STRATEGIES]}")
 
-    records: dict[str, list[dict]] = {}
+    records: dict[str, list[dict]] = {label: [] for label, _ in chosen}
     t_all = time.perf_counter()
+    # Seed-major order, with the table and JSON rewritten after every search: a run cut
+    # short still covers every strategy.
     with tempfile.TemporaryDirectory(prefix="dnas-transfer-") as tmp:
-        for label, cfg in chosen:
-            records[label] = []
-            for seed in range(args.seeds):
+        for seed in range(args.seeds):
+            for label, cfg in chosen:
                 rec = search_once(label, cfg, seed, args, Path(tmp))
                 records[label].append(rec)
                 print(f"  {label:18s} seed {seed}: {rec['arch']}  CIFAR-10 {rec['cifar10']:.2f} %  "
                       f"({rec['search_seconds']:.0f} s)", file=sys.stderr, flush=True)
+                report(records, args, table, time.perf_counter() - t_all, final=False)
+    report(records, args, table, time.perf_counter() - t_all, final=True)
+    return 0
 
+
+def report(records: dict[str, list[dict]], args: argparse.Namespace, table, wall: float, final: bool) -> None:
+    """Print (when final) and write the summary table of the searches done so far."""
+    import torch
+
+    records = {k: v for k, v in records.items() if v}
     summary = {}
     for label, recs in records.items():
         row = {}
@@ -152,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         summary[label] = row
 
     random_mean = float(table.acc[:, 0].mean())
+    n_seeds = max(len(v) for v in records.values())
     header = (f"NAS-Bench-201 transfer: search on Fashion-MNIST ({args.limit_train} images, {args.epochs} epochs, "
-              f"C={args.C}, N={args.N}, batch {args.batch_size}, {args.threads} threads), {args.seeds} seed(s); "
+              f"C={args.C}, N={args.N}, batch {args.batch_size}, {args.threads} threads), {n_seeds} seed(s); "
               "table accuracy (%) of the derived cell, mean +- std over seeds")
     lines = [header, "",
              f"{'strategy':18s} {'CIFAR-10':>14s} {'CIFAR-100':>14s} {'ImageNet16':>14s} {'top % (C10)':>12s} "
@@ -162,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         f = lambda k: f"{row[k]['mean']:6.2f} +- {row[k]['std']:4.2f}"  # noqa: E731
         lines.append(f"{label:18s} {f('cifar10'):>14s} {f('cifar100'):>14s} {f('imagenet16'):>14s} "
                      f"{row['cifar10_top_percent']['mean']:12.2f} {row['param_free_share']['mean']:11.2f} "
-                     f"{row['collapsed_cells']:>5d}/{args.seeds:<3d} {row['median_search_seconds']:9.1f}")
+                     f"{row['collapsed_cells']:>5d}/{len(records[label]):<3d} {row['median_search_seconds']:9.1f}")
     lines += ["",
               f"reference: collapsed all-skip cell {COLLAPSED_C10:.2f} %, optimum {OPTIMUM_C10:.2f} %, "
               f"mean of all 15,625 cells {random_mean:.2f} % (CIFAR-10); top 3 % starts at "
@@ -170,16 +181,19 @@ def main(argv: list[str] | None = None) -> int:
               "collapsed: >= 4 of the 6 edges parameter-free (skip, pool, none)",
               "non-finite steps skipped: " + (", ".join(f"{k} {v['skipped_steps']}" for k, v in summary.items()
                                                        if v["skipped_steps"]) or "none"),
-              f"total wall time {time.perf_counter() - t_all:.0f} s"]
-    print("\n".join(lines))
+              f"total wall time {wall:.0f} s" + ("" if final else " (incomplete: run still going)")]
+    if final:
+        print("\n".join(lines))
 
     out = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+           "complete": final, "wall_seconds": round(wall, 1), "table_text": lines,
            "reference": {"collapsed_darts_cifar10": COLLAPSED_C10, "optimum_cifar10": OPTIMUM_C10,
                          "mean_cell_cifar10": round(random_mean, 3)},
            "summary": summary, "runs": records, "torch": torch.__version__}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
-    return 0
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(out, indent=2))
+    tmp.replace(args.out)
 
 
 if __name__ == "__main__":

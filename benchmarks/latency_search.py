@@ -69,7 +69,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    epochs, retrain = (1, 2) if args.quick else (10, 30)
+    epochs, retrain = (1, 2) if args.quick else (8, 20)
     space = {"stages": [{"channels": 16, "layers": 1, "stride": 1}, {"channels": 24, "layers": 2, "stride": 2}],
              "last_channels": 64} if args.quick else {}
     base_constraints = {"latency_backend": LAT_BACKEND, "latency_repeats": 10 if args.quick else 30,
@@ -85,7 +85,7 @@ def main() -> None:
         os.environ["DNAS_LATENCY_CACHE"] = str(Path(tmp) / "latency")
         backend.setup()
         table = build_latency_table(sp, task, backend, latency_settings(ConstraintsConfig(**base_constraints)))
-        measure = MeasureSettings(repeats=30, rounds=5)
+        measure = MeasureSettings(repeats=30, rounds=9)
 
         def run(name: str, strategy: dict, constraints: dict) -> dict:
             m = manifest(name, strategy, epochs, retrain, {**base_constraints, **constraints}, space)

@@ -37,7 +37,7 @@ from .progress import log
 from .space import Network, SearchSpace
 
 #: Bumped when the table format or the measuring protocol changes.
-TABLE_VERSION = 2
+TABLE_VERSION = 4
 
 
 def default_cache_dir() -> Path:
@@ -144,6 +144,8 @@ class LatencyTable:
         if len(points) >= 2 and np.ptp(x) > 1e-9:
             A = np.stack([x, np.ones_like(x)], axis=1)
             (scale, const), *_ = np.linalg.lstsq(A, y, rcond=None)
+            if const < 0:  # a network cannot cost less than its operators: no negative overhead
+                scale, const = float(x @ y / (x @ x)), 0.0
             if scale > 0:
                 self.scale, self.const_ms = float(scale), float(const)
         if len(points) < 3 or ridge <= 0:
@@ -154,10 +156,15 @@ class LatencyTable:
             for k in keys:
                 X[i, groups.index(op_group(k))] += self.ops[k]
         lam = ridge * np.maximum((X ** 2).mean(axis=0), 1e-12)
-        A = np.concatenate([np.concatenate([X, np.ones((len(points), 1))], axis=1),
-                            np.concatenate([np.diag(np.sqrt(lam)), np.zeros((len(groups), 1))], axis=1)])
+        prior = np.concatenate([np.diag(np.sqrt(lam)), np.zeros((len(groups), 1))], axis=1)
         b = np.concatenate([y, np.sqrt(lam) * self.scale])
-        sol, *_ = np.linalg.lstsq(A, b, rcond=None)
+        for with_const in (True, False):
+            A = np.concatenate([np.concatenate([X, np.ones((len(points), 1)) * with_const], axis=1), prior])
+            sol, *_ = np.linalg.lstsq(A, b, rcond=None)
+            if not with_const:
+                sol[-1] = 0.0
+            if sol[-1] >= 0:
+                break
         if np.all(sol[:-1] > 0):
             self.scales = {g: float(v) for g, v in zip(groups, sol[:-1], strict=True)}
             self.const_ms = float(sol[-1])
@@ -189,7 +196,7 @@ class MeasureSettings:
     #: machine shared with other processes), ``median`` their median.
     combine: str = "min"
     #: Ridge strength of the per-operator-type scales (0: one global scale only).
-    ridge: float = 0.1
+    ridge: float = 0.3
 
 
 def table_identity(space: SearchSpace, task: Any, backend: Backend, settings: MeasureSettings) -> dict[str, Any]:
@@ -272,11 +279,23 @@ def build_latency_table(space: SearchSpace, task: Any, backend: Backend, setting
         raise UsageError(f"search space {space.name!r}: latency_ops lists the key(s) {dup[:3]} more than once")
     gen = torch.Generator().manual_seed(settings.seed)
     examples = [torch.randn(settings.batch_size, *op.input_shape, generator=gen) for op in latency_ops]
-    measured = measure_modules([(op.module, x) for op, x in zip(latency_ops, examples, strict=True)], backend, settings)
-    table = LatencyTable(ops=dict(zip(keys, measured, strict=True)))
     rng = np.random.default_rng(settings.seed)
     genotypes = [space.sample(rng) for _ in range(settings.fit_networks)]
-    whole = measure_networks(space, genotypes, task, backend, settings)
+    # The cost of calling the backend at all (an identity module at each input shape):
+    # a whole network pays it once, not once per operator, so it is taken off every
+    # operator (ONNX Runtime's session.run costs more than a small convolution).
+    shapes = sorted({tuple(op.input_shape) for op in latency_ops})
+    baselines = [(torch.nn.Identity(), torch.randn(settings.batch_size, *shape, generator=gen)) for shape in shapes]
+    # Operators, baselines and the fit's whole networks share the interleaved rounds,
+    # so that a change of load between them cannot bias the fitted scales.
+    measured = measure_modules([(op.module, x) for op, x in zip(latency_ops, examples, strict=True)] + baselines
+                               + [network_module(space, g, task, settings) for g in genotypes], backend, settings)
+    n_ops, n_base = len(keys), len(baselines)
+    overhead = dict(zip(shapes, measured[n_ops:n_ops + n_base], strict=True))
+    ops = {op.key: max(m - overhead[tuple(op.input_shape)], 0.02 * m)
+           for op, m in zip(latency_ops, measured[:n_ops], strict=True)}
+    table = LatencyTable(ops=ops)
+    whole = measured[n_ops + n_base:]
     table.fit([(space.genotype_ops(g, task), m) for g, m in zip(genotypes, whole, strict=True)], ridge=settings.ridge)
     table.meta = {"identity": json.loads(canonical_json(identity)), "seconds": round(time.perf_counter() - t0, 2),
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S")}

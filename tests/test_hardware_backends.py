@@ -32,6 +32,13 @@ class TestCPUThreadClockBackend(BackendContract):
         return _backend("cpu", threads=1, clock="thread_cpu")
 
 
+class TestCUDABackend(BackendContract):
+    """Skipped (by the contract) where no CUDA device is present."""
+
+    def make_backend(self):
+        return _backend("cuda")
+
+
 def test_onnxruntime_cannot_train_and_is_never_the_default():
     cls = get_plugin_manager().registries.backends.get("onnxruntime")
     assert cls.trains is False

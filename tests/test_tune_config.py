@@ -109,6 +109,7 @@ def test_budget_counts_a_killed_trial_and_its_retries_once():
     assert budget_used(trials) == 3
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_stale_trial_on_journal_storage_is_failed_and_retried(tmp_path):
     cfg = TuneConfig.model_validate({"params": {"seed": {"type": "int", "low": 0, "high": 3}},
                                      "heartbeat_s": 1, "grace_s": 1})

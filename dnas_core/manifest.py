@@ -164,7 +164,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
-        if isinstance(value, str):
+        if isinstance(value, str) and raw.strip()[:1] not in ("'", '"'):
             value = _number(value)
         node: Any = out
         for i, part in enumerate(parts[:-1]):

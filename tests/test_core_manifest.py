@@ -93,3 +93,8 @@ def test_schema_covers_installed_components(pm):
     text = str(schema)
     for name in ("digits", "nb201", "darts", "onnx", "cpu"):
         assert f"'{name}'" in text
+
+
+def test_quoted_override_stays_a_string():
+    out = apply_overrides({}, ["name='0'", "seed=0", 'task.path="1e3"'])
+    assert out["name"] == "0" and out["seed"] == 0 and out["task"]["path"] == "1e3"

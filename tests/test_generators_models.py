@@ -23,7 +23,7 @@ def vae(cells):
     from dnas_plugins.generators import GraphVAE
 
     _, train, _ = cells
-    v = GraphVAE(epochs=25, hidden=32, latent_dim=8, batch_size=64, lr=4e-3)
+    v = GraphVAE(epochs=80, hidden=32, latent_dim=8, batch_size=64, lr=4e-3)
     v.fit(train)
     return v
 
@@ -77,7 +77,7 @@ def test_gan_concentrates_generation_on_the_top_set(cells):
     rng = np.random.default_rng(0)
     ops = ("nor_conv_3x3", "skip_connect")
     top = [space.encode(space.genotype(tuple(ops[k] for k in rng.integers(0, 2, 6)))) for _ in range(40)]
-    gan = GraphGAN(steps=120, hidden=32, seed=0)
+    gan = GraphGAN(steps=40, hidden=32, seed=0)
     gan.ensure_built(top[0])
     share = lambda graphs: np.mean([NODE_TYPES[i] in ops for g in graphs for i in g.ops.argmax(1)[1:-1]])  # noqa: E731
     before = share(gan.generate(200, np.random.default_rng(2)))

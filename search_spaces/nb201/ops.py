@@ -125,17 +125,17 @@ class SearchCell(nn.Module):
                 conv_terms[target].append(y1[:, k * c : (k + 1) * c])
                 conv_terms[target].append(y3[:, k * c : (k + 1) * c])
             incoming = [e for e, (t, _) in enumerate(EDGES) if t == j]
-            skip = None
+            # pool(sum_i w_i x_i) once, then accumulate the skips and the convolution terms
+            # in place into that fresh tensor: one pass each, no intermediate sums
             pool_in = None
             for e in incoming:
                 xi = nodes[EDGES[e][1]]
-                s = w[e, I_SKIP] * xi
-                p = w[e, I_POOL] * xi
-                skip = s if skip is None else skip + s
-                pool_in = p if pool_in is None else pool_in + p
-            out = skip + avg_pool(pool_in)
+                pool_in = xi * w[e, I_POOL] if pool_in is None else pool_in.addcmul_(xi, w[e, I_POOL])
+            out = avg_pool(pool_in)
+            for e in incoming:
+                out.addcmul_(nodes[EDGES[e][1]], w[e, I_SKIP])
             for t in conv_terms[j]:
-                out = out + t
+                out.add_(t)
             nodes.append(out)
         return nodes[-1]
 

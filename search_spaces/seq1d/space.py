@@ -29,6 +29,7 @@ from dnas_core import (
     SearchSpace,
     Supernet,
 )
+from dnas_core.cells import cell_string, op_on_node_adjacency, parse_cell_string
 
 from .ops import EDGES, OPS, InferCell, ReduceBlock, SearchCell
 
@@ -37,47 +38,17 @@ NODE_TYPES: tuple[str, ...] = ("input", *OPS, "output")
 
 
 def arch_string(ops: tuple[str, ...] | list[str]) -> str:
-    parts, e = [], 0
-    for j in range(1, 4):
-        parts.append("|" + "|".join(f"{ops[e + i]}~{i}" for i in range(j)) + "|")
-        e += j
-    return "+".join(parts)
+    """``('op', ...)`` -> ``|op~0|+|op~0|op~1|+|...|``."""
+    return cell_string(ops)
 
 
 def parse_arch_string(text: str) -> tuple[str, ...]:
     """Inverse of :func:`arch_string`; ``ValueError`` on anything else."""
-    nodes = text.strip().split("+")
-    if len(nodes) != 3:
-        raise ValueError(f"not a seq1d arch string (need 3 nodes separated by '+'): {text!r}")
-    ops = []
-    for j, node in enumerate(nodes, start=1):
-        items = [s for s in node.strip("|").split("|") if s]
-        if len(items) != j:
-            raise ValueError(f"node {j} of {text!r} has {len(items)} inputs, expected {j}")
-        for i, item in enumerate(items):
-            op, _, src = item.partition("~")
-            if op not in OPS or src != str(i):
-                raise ValueError(f"bad edge {item!r} in {text!r} (operations: {', '.join(OPS)})")
-            ops.append(op)
-    return tuple(ops)
+    return parse_cell_string(text, OPS, what="seq1d arch")
 
 
-def _graph_adjacency() -> np.ndarray:
-    """Fixed DAG of the op-on-node encoding: input, one node per edge, output."""
-    n = len(EDGES) + 2
-    adj = np.zeros((n, n), dtype=np.float32)
-    for e, (t, i) in enumerate(EDGES):
-        if i == 0:
-            adj[0, e + 1] = 1
-        for e2, (_, i2) in enumerate(EDGES):
-            if i2 == t:
-                adj[e + 1, e2 + 1] = 1
-        if t == 3:
-            adj[e + 1, n - 1] = 1
-    return adj
-
-
-GRAPH_ADJACENCY = _graph_adjacency()
+#: Fixed DAG of the op-on-node encoding: input, one node per edge, output.
+GRAPH_ADJACENCY = op_on_node_adjacency(EDGES, output_node=3)
 
 
 def edit_distance(a: Genotype, b: Genotype) -> int:

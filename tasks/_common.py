@@ -54,3 +54,40 @@ def check_labels(labels: Sequence[int] | np.ndarray, num_classes: int, where: st
     arr = np.asarray(labels)
     if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
         raise DataError(f"{where}: labels outside 0..{num_classes - 1} (found {arr.min()}..{arr.max()})")
+
+
+def classification_splits(name: str, cfg, arrays, test_fraction: float) -> tuple[np.ndarray, ...]:
+    """``(x_train, y_train, x_val, y_val, x_test, y_test)`` from a task's
+    ``(x, y, test_x | None, test_y | None, classes)``: the official test split or a
+    stratified ``test_fraction`` hold-out, then ``cfg.limit_train`` / ``cfg.limit_test``,
+    then a stratified ``cfg.val_fraction`` validation split, all drawn with
+    ``cfg.split_seed`` so they do not move with the run seed."""
+    x, y, tx, ty, classes = arrays
+    check_labels(y, len(classes), name)
+    if tx is None:
+        keep, held = stratified_split(y, test_fraction, cfg.split_seed)
+        x, y, tx, ty = x[keep], y[keep], x[held], y[held]
+    check_labels(ty, len(classes), name)
+    tr = subsample(np.arange(len(y)), cfg.limit_train, y, cfg.split_seed)
+    te = subsample(np.arange(len(ty)), cfg.limit_test, ty, cfg.split_seed + 1)
+    x, y, tx, ty = x[tr], y[tr], tx[te], ty[te]
+    try:
+        train, val = stratified_split(y, cfg.val_fraction, cfg.split_seed)
+    except ValueError as exc:  # too few examples to hold out every class
+        raise DataError(f"{name}: cannot hold out val_fraction={cfg.val_fraction} of "
+                        f"{len(y)} training examples: {exc}") from None
+    return x[train], y[train], x[val], y[val], tx, ty
+
+
+def tensor_task_data(x_train, y_train, x_val, y_val, x_test, y_test):
+    """In-memory float inputs and integer labels as a ``TaskData`` of tensor datasets."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from dnas_core import TaskData
+
+    def pair(x, y):
+        return TensorDataset(torch.from_numpy(np.ascontiguousarray(x)).float(),
+                             torch.from_numpy(np.ascontiguousarray(y)).long())
+
+    return TaskData(train=pair(x_train, y_train), val=pair(x_val, y_val), test=pair(x_test, y_test))

@@ -19,10 +19,9 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 from torch import nn
-from torch.utils.data import TensorDataset
 
 from dnas_core import ComponentConfig, DataError, IOSpec, Task, TaskData
-from dnas_tasks._common import check_labels, resolve_path, stratified_split, subsample
+from dnas_tasks._common import classification_splits, resolve_path, tensor_task_data
 from dnas_tasks._sequence import FeatureStem, SequenceHead
 
 from .features import fix_length, log_mel, seconds_to_samples
@@ -56,29 +55,11 @@ class SequenceFeatureTask(Task):
         return self._cache
 
     def load_data(self, seed: int) -> TaskData:
-        cfg = self.config
-        x, y, tx, ty, classes = self._arrays()
-        check_labels(y, len(classes), self.name)
-        if tx is None:
-            keep, held = stratified_split(y, self.test_fraction, cfg.split_seed)
-            x, y, tx, ty = x[keep], y[keep], x[held], y[held]
-        check_labels(ty, len(classes), self.name)
-        tr = subsample(np.arange(len(y)), cfg.limit_train, y, cfg.split_seed)
-        te = subsample(np.arange(len(ty)), cfg.limit_test, ty, cfg.split_seed + 1)
-        x, y, tx, ty = x[tr], y[tr], tx[te], ty[te]
-        try:
-            train, val = stratified_split(y, cfg.val_fraction, cfg.split_seed)
-        except ValueError as exc:  # too few examples to hold out every class
-            raise DataError(f"{self.name}: cannot hold out val_fraction={cfg.val_fraction} of "
-                            f"{len(y)} training examples: {exc}") from None
-        t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
-        self._mean = t(x[train].mean(axis=(0, 2))).float()
-        self._std = t(x[train].std(axis=(0, 2))).float().clamp_min(1e-3)
-        return TaskData(
-            train=TensorDataset(t(x[train]).float(), t(y[train]).long()),
-            val=TensorDataset(t(x[val]).float(), t(y[val]).long()),
-            test=TensorDataset(t(tx).float(), t(ty).long()),
-        )
+        splits = classification_splits(self.name, self.config, self._arrays(), self.test_fraction)
+        x_train = splits[0]
+        self._mean = torch.from_numpy(x_train.mean(axis=(0, 2))).float()
+        self._std = torch.from_numpy(x_train.std(axis=(0, 2))).float().clamp_min(1e-3)
+        return tensor_task_data(*splits)
 
     def io_spec(self) -> IOSpec:
         x, _, _, _, classes = self._arrays()

@@ -57,3 +57,21 @@ def test_fast_cell_matches_reference(hard, channels_last):
     bad = ref_w.detach().clone()
     bad[3, 2] += 0.1  # an edge from the input node: changes the output on both paths
     assert not torch.allclose(fast, reference_cell_forward(cell, x, bad), atol=1e-5)
+
+
+def test_dead_nodes_are_skipped_without_changing_the_output():
+    """Edges into a node that never reaches the output are not built; the cell computes
+    the same function as one that builds and runs them."""
+    import torch
+
+    from dnas_search_spaces.nb201.ops import InferCell, effective_ops, live_nodes
+
+    ops = ("nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3", "skip_connect", "none", "none")
+    # node 2 feeds nothing (edge 3<-2 is none); node 1 feeds only node 2.
+    assert live_nodes(ops) == {3}
+    assert effective_ops(ops) == ("none", "none", "none", "skip_connect", "none", "none")
+    torch.manual_seed(0)
+    cell = InferCell(ops, 4).eval()
+    x = torch.randn(2, 4, 6, 6)
+    assert torch.equal(cell(x), x)  # only the skip from the input reaches the output
+    assert len(cell.edges) == 1

@@ -196,12 +196,32 @@ def reference_cell_forward(cell: SearchCell, x: torch.Tensor, w: torch.Tensor) -
     return nodes[-1]
 
 
+def live_nodes(ops: tuple[str, ...] | list[str]) -> set[int]:
+    """Nodes whose value reaches the cell output (node 3) through non-``none`` edges."""
+    live = {NUM_NODES - 1}
+    for j in range(NUM_NODES - 2, 0, -1):
+        if any(t in live and i == j and op != "none" for (t, i), op in zip(EDGES, ops, strict=True)):
+            live.add(j)
+    return live
+
+
+def effective_ops(ops: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``ops`` with the edges into dead nodes (nodes that never reach the output) set to
+    ``none``: they cannot change the cell's output, so the discrete cell skips them (as
+    ONNX Runtime's graph optimiser would) and the latency model does not count them."""
+    live = live_nodes(ops)
+    return tuple(op if t in live else "none" for (t, _), op in zip(EDGES, ops, strict=True))
+
+
 class InferCell(nn.Module):
-    """A NAS-Bench-201 cell with one operation per edge."""
+    """A NAS-Bench-201 cell with one operation per edge (edges into dead nodes are not
+    built: see :func:`effective_ops`)."""
 
     def __init__(self, ops: tuple[str, ...], c: int):
         super().__init__()
-        self.ops = tuple(ops)
+        self.genotype_ops = tuple(ops)
+        self.ops = effective_ops(ops)
+        self.live = live_nodes(ops)
         self.edges = nn.ModuleDict()
         for (t, i), op in zip(EDGES, self.ops, strict=True):
             if op == "none":
@@ -209,8 +229,11 @@ class InferCell(nn.Module):
             self.edges[f"{t}_{i}"] = make_op(op, c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        nodes = [x]
+        nodes: list[torch.Tensor | None] = [x]
         for j in range(1, NUM_NODES):
+            if j not in self.live:
+                nodes.append(None)
+                continue
             out = None
             for (t, i), op in zip(EDGES, self.ops, strict=True):
                 if t != j or op == "none":

@@ -30,7 +30,7 @@ from dnas_core import (
 )
 from dnas_core.cells import cell_string, op_on_node_adjacency, parse_cell_string
 
-from .ops import EDGES, OPS, InferCell, ResBlock, SearchCell, make_op
+from .ops import EDGES, OPS, InferCell, ResBlock, SearchCell, effective_ops, live_nodes, make_op
 
 #: Node types of the graph encoding: the input, the five operations, the output.
 NODE_TYPES: tuple[str, ...] = ("input", *OPS, "output")
@@ -252,10 +252,14 @@ class NB201Space(SearchSpace):
         self.check_genotype(genotype)
         n = self.config.retrain_N or self.config.N
         keys = [op.key for op in self._fixed_ops(task)]
+        ops = effective_ops(genotype.spec)
+        live_nodes_ = live_nodes(genotype.spec)
         for c, h, w in self._stages(task):
             cell = []
             for j in range(1, 4):
-                live = [op for (t, _), op in zip(EDGES, genotype.spec, strict=True) if t == j and op != "none"]
+                if j not in live_nodes_:
+                    continue
+                live = [op for (t, _), op in zip(EDGES, ops, strict=True) if t == j and op != "none"]
                 cell += [f"{op}:c{c}:{h}x{w}" for op in live]
                 cell += [f"add:c{c}:{h}x{w}"] * (len(live) - 1) if live else [f"zeros:c{c}:{h}x{w}"]
             keys += n * cell

@@ -215,3 +215,47 @@ class SearchSpace(Component):
     def check_genotype(self, genotype: Genotype) -> None:
         if genotype.space != self.name:
             raise IncompatibleError(f"genotype of space {genotype.space!r} given to space {self.name!r}")
+
+
+class FixedArchitectureSpace(SearchSpace):
+    """A space holding exactly one hand-designed architecture (a baseline), fixed by
+    its config. It has no supernet: a manifest trains it with ``strategy: {type:
+    fixed}``. Subclasses implement :meth:`architecture`, :meth:`build_network` and
+    :meth:`encode`; everything else follows from the one genotype."""
+
+    def architecture(self) -> Genotype:
+        """The space's only genotype."""
+        raise NotImplementedError
+
+    def baseline(self, task: Any = None) -> Genotype:
+        return self.architecture()
+
+    def sample(self, rng: np.random.Generator) -> Genotype:
+        return self.architecture()
+
+    def from_string(self, text: str) -> Genotype:
+        g = self.architecture()
+        if text.strip() != g.text:
+            raise ValueError(f"space {self.name!r} has one architecture, {g.text!r}; got {text!r}")
+        return g
+
+    def check_genotype(self, genotype: Genotype) -> None:
+        super().check_genotype(genotype)
+        if genotype != self.architecture():
+            raise IncompatibleError(f"genotype {genotype} is not the architecture of space {self.name!r}, "
+                                    f"{self.architecture()} (change the space config instead)")
+
+    def build_supernet(self, task: Any, **options: Any) -> Network:
+        raise IncompatibleError(f"space {self.name!r} is a fixed hand-designed architecture without a supernet; "
+                                f"use it with strategy: {{type: fixed}}")
+
+    def derive(self, supernet: Network) -> Genotype:
+        return self.architecture()
+
+    def decode(self, graph: GraphEncoding) -> Genotype:
+        expected = self.encode(self.architecture())
+        if (tuple(graph.op_names) != tuple(expected.op_names) or graph.num_nodes != expected.num_nodes
+                or not np.array_equal(graph.adjacency > 0.5, expected.adjacency > 0.5)
+                or not np.array_equal(graph.ops.argmax(1), expected.ops.argmax(1))):
+            raise ValueError(f"graph is not the architecture of space {self.name!r}")
+        return self.architecture()

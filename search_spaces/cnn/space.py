@@ -15,7 +15,8 @@ import numpy as np
 from pydantic import Field
 from torch import nn
 
-from dnas_core import ComponentConfig, Genotype, GraphEncoding, IncompatibleError, Network, SearchSpace
+from dnas_core import ComponentConfig, Genotype, GraphEncoding, Network
+from dnas_core.space import FixedArchitectureSpace
 
 
 class SmallCNNConfig(ComponentConfig):
@@ -39,7 +40,7 @@ class SmallCNNBody(nn.Sequential):
         self.out_channels = c
 
 
-class SmallCNNSpace(SearchSpace):
+class SmallCNNSpace(FixedArchitectureSpace):
     """The small CNN baseline for images: one architecture, select with strategy fixed."""
 
     name = "small_cnn"
@@ -47,31 +48,9 @@ class SmallCNNSpace(SearchSpace):
     Config = SmallCNNConfig
     modalities = frozenset({"image"})
 
-    def _the(self) -> Genotype:
+    def architecture(self) -> Genotype:
         c = self.config
         return Genotype(self.name, {"C": c.C, "blocks": c.blocks}, text=f"small_cnn(C={c.C}, blocks={c.blocks})")
-
-    def baseline(self, task: Any) -> Genotype:
-        return self._the()
-
-    def sample(self, rng: np.random.Generator) -> Genotype:
-        return self._the()
-
-    def from_string(self, text: str) -> Genotype:
-        if text.strip() != self._the().text:
-            raise ValueError(f"the small_cnn space has one architecture, {self._the().text!r}; got {text!r}")
-        return self._the()
-
-    def check_genotype(self, genotype: Genotype) -> None:
-        super().check_genotype(genotype)
-        if genotype != self._the():
-            raise IncompatibleError(f"genotype {genotype.spec} is not this small_cnn space's architecture {self._the().spec}")
-
-    def build_supernet(self, task: Any, **options: Any) -> Network:
-        raise IncompatibleError("space small_cnn is a fixed architecture with nothing to search; use strategy: {type: fixed}")
-
-    def derive(self, supernet: Network) -> Genotype:
-        return self._the()
 
     def build_network(self, genotype: Genotype, task: Any) -> Network:
         self.check_genotype(genotype)
@@ -88,11 +67,3 @@ class SmallCNNSpace(SearchSpace):
         ops[0, 0] = ops[-1, 2] = 1
         ops[1:-1, 1] = 1
         return GraphEncoding(adj, ops, types)
-
-    def decode(self, graph: GraphEncoding) -> Genotype:
-        expected = self.encode(self._the())
-        if (graph.op_names != expected.op_names or graph.num_nodes != expected.num_nodes
-                or not np.array_equal(graph.adjacency > 0.5, expected.adjacency > 0.5)
-                or not np.array_equal(graph.ops.argmax(1), expected.ops.argmax(1))):
-            raise ValueError("graph is not this small_cnn architecture")
-        return self._the()

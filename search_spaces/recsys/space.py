@@ -45,6 +45,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from dnas_core import ComponentConfig, Genotype, GraphEncoding, IncompatibleError, MixWeights, Network, SearchSpace, Supernet
+from dnas_core.space import FixedArchitectureSpace
 
 OPS = ("dot", "hadamard", "mlp", "cross")
 
@@ -388,7 +389,7 @@ class NeuMFBody(nn.Module):
         return torch.cat([gmf, mlp], dim=1)
 
 
-class NeuMFSpace(SearchSpace):
+class NeuMFSpace(FixedArchitectureSpace):
     """NeuMF (He et al., 2017), a one-architecture space for ``strategy: fixed``."""
 
     name = "neumf"
@@ -400,32 +401,10 @@ class NeuMFSpace(SearchSpace):
         super().check_task(task)
         _field_sizes(task, 2, self.name)
 
-    def _the(self) -> Genotype:
+    def architecture(self) -> Genotype:
         cfg = self.config
         spec = {"factors": cfg.factors, "mlp_layers": tuple(cfg.mlp_layers)}
         return Genotype(self.name, spec, text=f"neumf(factors={cfg.factors}, mlp={'-'.join(map(str, cfg.mlp_layers))})")
-
-    def baseline(self, task: Any) -> Genotype:
-        return self._the()
-
-    def sample(self, rng: np.random.Generator) -> Genotype:
-        return self._the()
-
-    def from_string(self, text: str) -> Genotype:
-        if text.strip() != self._the().text:
-            raise ValueError(f"the neumf space has one architecture, {self._the().text!r}; got {text!r}")
-        return self._the()
-
-    def check_genotype(self, genotype: Genotype) -> None:
-        super().check_genotype(genotype)
-        if genotype != self._the():
-            raise IncompatibleError(f"genotype {genotype.spec} is not this neumf space's architecture {self._the().spec}")
-
-    def build_supernet(self, task: Any, **options: Any) -> Network:
-        raise IncompatibleError("space neumf is a fixed architecture with nothing to search; use strategy: {type: fixed}")
-
-    def derive(self, supernet: Network) -> Genotype:
-        return self._the()
 
     def build_network(self, genotype: Genotype, task: Any) -> Network:
         self.check_genotype(genotype)
@@ -439,8 +418,3 @@ class NeuMFSpace(SearchSpace):
         adj = np.zeros((4, 4), dtype=np.float32)
         adj[0, 1] = adj[0, 2] = adj[1, 3] = adj[2, 3] = 1
         return GraphEncoding(adj, np.eye(4, dtype=np.float32), ("input", "gmf", "mlp", "output"))
-
-    def decode(self, graph: GraphEncoding) -> Genotype:
-        if graph.op_names != ("input", "gmf", "mlp", "output") or not np.array_equal(graph.ops.argmax(1), np.arange(4)):
-            raise ValueError("graph is not the NeuMF graph")
-        return self._the()

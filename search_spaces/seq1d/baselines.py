@@ -21,10 +21,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from dnas_core import ComponentConfig, Genotype, GraphEncoding, IncompatibleError, Network, SearchSpace
+from dnas_core import ComponentConfig, Genotype, GraphEncoding, IncompatibleError, Network
+from dnas_core.space import FixedArchitectureSpace
 
 
-class _FixedArchitectureSpace(SearchSpace):
+class _FixedArchitectureSpace(FixedArchitectureSpace):
     """A space of one hand-designed architecture (no supernet)."""
 
     modalities = frozenset({"sequence"})
@@ -41,43 +42,16 @@ class _FixedArchitectureSpace(SearchSpace):
         """The chain of layer types for the graph encoding."""
         raise NotImplementedError
 
-    def _genotype(self, spec: dict[str, Any]) -> Genotype:
+    def architecture(self) -> Genotype:
+        spec = self.spec()
         text = self.name + "(" + ",".join(f"{k}={v}" for k, v in spec.items()) + ")"
         return Genotype(self.name, spec, text=text)
-
-    def baseline(self, task: Any = None) -> Genotype:
-        return self._genotype(self.spec())
-
-    def _no_supernet(self) -> IncompatibleError:
-        return IncompatibleError(f"space {self.name!r} is a fixed hand-designed architecture without a supernet; "
-                                 f"use it with strategy: {{type: fixed}}")
-
-    def build_supernet(self, task: Any, **options: Any) -> Network:
-        raise self._no_supernet()
-
-    def derive(self, supernet: Network) -> Genotype:
-        raise self._no_supernet()
-
-    def check_genotype(self, genotype: Genotype) -> None:
-        super().check_genotype(genotype)
-        if dict(genotype.spec) != self.spec():
-            raise IncompatibleError(f"genotype {genotype} is not this {self.name} space's architecture "
-                                    f"{self.baseline()} (change the space config instead)")
 
     def build_network(self, genotype: Genotype, task: Any) -> Network:
         self.check_genotype(genotype)
         spec = dict(genotype.spec)
         body = self.body(spec)
         return Network(task.make_stem(spec["C"]), body, task.make_head(body.out_channels))
-
-    def sample(self, rng: np.random.Generator) -> Genotype:
-        return self.baseline()
-
-    def from_string(self, text: str) -> Genotype:
-        g = self.baseline()
-        if text.strip() != g.text:
-            raise ValueError(f"space {self.name!r} has one architecture, {g.text}; got {text!r}")
-        return g
 
     def encode(self, genotype: Genotype) -> GraphEncoding:
         self.check_genotype(genotype)
@@ -87,15 +61,6 @@ class _FixedArchitectureSpace(SearchSpace):
         ops = np.zeros((n, len(self.NODE_TYPES)), dtype=np.float32)
         ops[np.arange(n), [self.NODE_TYPES.index(t) for t in chain]] = 1
         return GraphEncoding(adj, ops, self.NODE_TYPES)
-
-    def decode(self, graph: GraphEncoding) -> Genotype:
-        expected = self.encode(self.baseline())
-        if tuple(graph.op_names) != self.NODE_TYPES or graph.num_nodes != expected.num_nodes \
-                or not np.array_equal(graph.adjacency > 0.5, expected.adjacency > 0.5) \
-                or not np.array_equal(graph.ops.argmax(1), expected.ops.argmax(1)):
-            raise ValueError(f"graph is not the architecture of space {self.name!r}")
-        return self.baseline()
-
 
 class CNNConfig(ComponentConfig):
     C: int = Field(32, ge=2, description="width of the first stage")

@@ -35,6 +35,15 @@ class Backend(Component):
     #: Whether models can be trained on this backend (ONNX Runtime cannot).
     trains: ClassVar[bool] = True
 
+    @property
+    def optimizes_graph(self) -> bool:
+        """Whether the backend runs a network through a graph optimiser that folds the
+        parts not depending on the input into constants and computes identical
+        subexpressions once (ONNX Runtime does; PyTorch eager runs every module on every
+        call). The latency model then counts only what the optimised graph still runs
+        (``SearchSpace.genotype_ops(..., optimized_graph=True)``)."""
+        return False
+
     @classmethod
     def is_available(cls) -> bool:
         return True

@@ -37,7 +37,7 @@ from .progress import log
 from .space import Network, SearchSpace
 
 #: Bumped when the table format or the measuring protocol changes.
-TABLE_VERSION = 4
+TABLE_VERSION = 5
 
 
 def default_cache_dir() -> Path:
@@ -105,6 +105,10 @@ class LatencyTable:
     meta: dict[str, Any] = field(default_factory=dict)
     #: The whole networks the fit used: ``[(op keys, measured ms), ...]``.
     fit_points: list[tuple[list[str], float]] = field(default_factory=list)
+    #: Measured by a backend whose graph optimiser folds input-independent subgraphs
+    #: and merges common subexpressions (:attr:`Backend.optimizes_graph`):
+    #: predictions count only what its optimised graph still runs.
+    optimized_graph: bool = False
 
     def _check(self, keys: list[str]) -> None:
         missing = [k for k in keys if k not in self.ops]
@@ -127,12 +131,16 @@ class LatencyTable:
 
     def predict(self, space: SearchSpace, genotype: Genotype, task: Any) -> float:
         """Predicted latency (ms) of the network of ``genotype``."""
-        return self.predict_keys(space.genotype_ops(genotype, task))
+        return self.predict_keys(space.genotype_ops(genotype, task, optimized_graph=self.optimized_graph))
 
     def fit(self, points: list[tuple[list[str], float]], ridge: float = 0.1) -> None:
         """Least squares on measured whole networks ``[(op keys, ms), ...]``: first the
         global ``measured = scale * op_sum + const``, then per-type scales with a ridge
-        penalty ``ridge * mean(x_type^2) * (s_type - scale)^2`` towards it."""
+        penalty ``ridge * mean(x_type^2) * (s_type - scale)^2`` towards it, bounded to
+        ``s_type >= 0`` and ``const >= 0`` (an operator type measured alone may cost
+        far more than in a network, e.g. ONNX Runtime's layout conversions around a
+        lone pooling, but never less than nothing; one type at its bound no longer
+        throws away the other types' scales)."""
         self.fit_points = [(list(k), float(m)) for k, m in points]
         self.scales = {}
         if not points:
@@ -155,30 +163,29 @@ class LatencyTable:
         for i, (keys, _) in enumerate(points):
             for k in keys:
                 X[i, groups.index(op_group(k))] += self.ops[k]
+        from scipy.optimize import lsq_linear  # scipy comes with scikit-learn
+
         lam = ridge * np.maximum((X ** 2).mean(axis=0), 1e-12)
         prior = np.concatenate([np.diag(np.sqrt(lam)), np.zeros((len(groups), 1))], axis=1)
         b = np.concatenate([y, np.sqrt(lam) * self.scale])
-        for with_const in (True, False):
-            A = np.concatenate([np.concatenate([X, np.ones((len(points), 1)) * with_const], axis=1), prior])
-            sol, *_ = np.linalg.lstsq(A, b, rcond=None)
-            if not with_const:
-                sol[-1] = 0.0
-            if sol[-1] >= 0:
-                break
-        if np.all(sol[:-1] > 0):
-            self.scales = {g: float(v) for g, v in zip(groups, sol[:-1], strict=True)}
-            self.const_ms = float(sol[-1])
+        A = np.concatenate([np.concatenate([X, np.ones((len(points), 1))], axis=1), prior])
+        # Where the unconstrained optimum is feasible this is plain ridge least squares.
+        sol = lsq_linear(A, b, bounds=(0.0, np.inf)).x
+        self.scales = {g: float(v) for g, v in zip(groups, sol[:-1], strict=True)}
+        self.const_ms = float(sol[-1])
 
     def to_json(self) -> dict[str, Any]:
         return {"version": TABLE_VERSION, "ops": self.ops, "scale": self.scale, "const_ms": self.const_ms,
-                "scales": self.scales, "meta": self.meta, "fit_points": self.fit_points}
+                "scales": self.scales, "meta": self.meta, "fit_points": self.fit_points,
+                "optimized_graph": self.optimized_graph}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LatencyTable:
         return cls(ops={str(k): float(v) for k, v in data["ops"].items()}, scale=float(data["scale"]),
                    const_ms=float(data["const_ms"]), scales={str(k): float(v) for k, v in data.get("scales", {}).items()},
                    meta=dict(data.get("meta", {})),
-                   fit_points=[(list(k), float(m)) for k, m in data.get("fit_points", [])])
+                   fit_points=[(list(k), float(m)) for k, m in data.get("fit_points", [])],
+                   optimized_graph=bool(data.get("optimized_graph", False)))
 
 
 @dataclass(frozen=True)
@@ -294,9 +301,10 @@ def build_latency_table(space: SearchSpace, task: Any, backend: Backend, setting
     overhead = dict(zip(shapes, measured[n_ops:n_ops + n_base], strict=True))
     ops = {op.key: max(m - overhead[tuple(op.input_shape)], 0.02 * m)
            for op, m in zip(latency_ops, measured[:n_ops], strict=True)}
-    table = LatencyTable(ops=ops)
+    table = LatencyTable(ops=ops, optimized_graph=bool(backend.optimizes_graph))
     whole = measured[n_ops + n_base:]
-    table.fit([(space.genotype_ops(g, task), m) for g, m in zip(genotypes, whole, strict=True)], ridge=settings.ridge)
+    table.fit([(space.genotype_ops(g, task, optimized_graph=table.optimized_graph), m)
+               for g, m in zip(genotypes, whole, strict=True)], ridge=settings.ridge)
     table.meta = {"identity": json.loads(canonical_json(identity)), "seconds": round(time.perf_counter() - t0, 2),
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if use_cache:

@@ -190,9 +190,14 @@ class SearchSpace(Component):
         and reduction blocks included). Each key is listed once."""
         raise NotImplementedError
 
-    def genotype_ops(self, genotype: Genotype, task: Any) -> list[str]:
+    def genotype_ops(self, genotype: Genotype, task: Any, optimized_graph: bool = False) -> list[str]:
         """The keys of :meth:`latency_ops` that the network of ``genotype`` runs, with
-        repetition (a key used by 5 cells appears 5 times)."""
+        repetition (a key used by 5 cells appears 5 times).
+
+        ``optimized_graph``: list only what a backend with a graph optimiser still runs
+        (:attr:`Backend.optimizes_graph`, e.g. ONNX Runtime): input-independent
+        subgraphs folded into constants, identical parameter-free operations on the
+        same tensor merged. Spaces whose networks have neither list the same keys."""
         raise NotImplementedError
 
     def arch_op_keys(self, supernet: Network, task: Any) -> tuple[list[str], list[list[list[list[str]]]]]:

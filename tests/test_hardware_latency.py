@@ -133,3 +133,106 @@ def test_nb201_latency_keys_cover_every_genotype(reg, digits):
     fixed, per = space.arch_op_keys(space.build_supernet(digits), digits)
     assert len(per) == 1 and len(per[0]) == 6 and len(per[0][0]) == 5
     assert per[0][0][0] == []  # "none" costs nothing
+
+
+def test_fit_keeps_the_other_types_when_one_would_go_negative():
+    """An operator type that costs nothing in the networks (its measured cost is all
+    overhead) is held at 0 instead of throwing every per-type scale away."""
+    ops = {"conv:a": 1.0, "pool:a": 0.5, "free:a": 0.2, "stem": 0.3}
+    rng = np.random.default_rng(1)
+    points = []
+    for _ in range(30):
+        n = {k: int(rng.integers(0, 4)) for k in ("conv:a", "pool:a", "free:a")}
+        keys = ["stem"] + [k for k, c in n.items() for _ in range(c)]
+        points.append((keys, 0.3 + 1.2 * n["conv:a"] + 0.2 * 0.5 * n["pool:a"] + 0.3))
+    table = LatencyTable(ops=dict(ops))
+    table.fit(points, ridge=1e-6)
+    assert table.scales["free"] == pytest.approx(0.0, abs=1e-6)
+    assert table.scales["conv"] == pytest.approx(1.2, rel=1e-3)
+    assert table.scales["pool"] == pytest.approx(0.2, rel=1e-3)
+    assert all(v >= 0 for v in table.scales.values()) and table.const_ms >= 0
+
+
+def test_nb201_optimized_graph_keys_leave_out_constant_parts(reg, digits):
+    """With ``optimized_graph`` the convolutions of a node without inputs (constants)
+    are not counted, a cell with a constant output makes the whole network free, and
+    two poolings of one node count once; without it the eager network's keys stay."""
+    space = reg.spaces.create("nb201", {"C": 4, "N": 1})
+
+    def count(text, prefix, optimized):
+        return sum(k.startswith(prefix) for k in space.genotype_ops(space.from_string(text), digits,
+                                                                     optimized_graph=optimized))
+
+    # node 1 has no input (zero); node 2 = conv1x1(node 1): a constant; node 3 = pool(x) + conv3x3(node 2)
+    g = "|none~0|+|none~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|"
+    assert count(g, "nor_conv", optimized=False) == 2 * 3
+    assert count(g, "nor_conv", optimized=True) == 0
+    assert count(g, "zeros", optimized=True) == 0
+    assert count(g, "add", optimized=True) == 3  # pool(x) + the folded constant: one addition per cell
+    assert count(g, "avg_pool", optimized=True) == 3
+    # the cell output depends only on the zero node 1: the whole network is a constant
+    const = "|none~0|+|nor_conv_1x1~0|nor_conv_1x1~1|+|none~0|skip_connect~1|none~2|"
+    assert space.genotype_ops(space.from_string(const), digits, optimized_graph=True) == []
+    assert count(const, "stem", optimized=False) == 1
+    # pool(x) feeds nodes 1 and 2: computed once when optimised
+    pools = "|avg_pool_3x3~0|+|avg_pool_3x3~0|avg_pool_3x3~1|+|none~0|none~1|nor_conv_1x1~2|"
+    assert count(pools, "avg_pool", optimized=False) == 3 * 3
+    assert count(pools, "avg_pool", optimized=True) == 2 * 3
+    # nothing constant, no shared pooling: the same keys either way
+    plain = space.from_string("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|skip_connect~2|")
+    assert space.genotype_ops(plain, digits, optimized_graph=True) == space.genotype_ops(plain, digits)
+
+
+@pytest.mark.parametrize("text", [
+    "|none~0|+|none~0|nor_conv_1x1~1|+|avg_pool_3x3~0|none~1|nor_conv_3x3~2|",
+    "|none~0|+|skip_connect~0|nor_conv_3x3~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_1x1~2|",
+    "|none~0|+|nor_conv_1x1~0|nor_conv_1x1~1|+|nor_conv_3x3~0|nor_conv_1x1~1|nor_conv_1x1~2|",
+    "|avg_pool_3x3~0|+|avg_pool_3x3~0|avg_pool_3x3~1|+|none~0|none~1|nor_conv_1x1~2|",
+    "|nor_conv_3x3~0|+|nor_conv_1x1~0|none~1|+|avg_pool_3x3~0|nor_conv_3x3~1|none~2|",
+    "|none~0|+|nor_conv_1x1~0|nor_conv_1x1~1|+|none~0|skip_connect~1|none~2|",
+])
+def test_nb201_optimized_graph_keys_match_what_onnxruntime_runs(reg, digits, tmp_path, text):
+    """The convolutions and 3x3 poolings that ``genotype_ops(optimized_graph=True)``
+    lists are exactly those left in ONNX Runtime's optimised graph of the network."""
+    import io
+    import warnings
+
+    import onnx
+    import onnxruntime as ort
+
+    from dnas_core.latency import network_module
+
+    space = reg.spaces.create("nb201", {"C": 8, "N": 1})
+    backend = reg.backends.create("onnxruntime", {"threads": 1})
+    assert backend.optimizes_graph
+
+    def optimised_nodes(genotype):
+        net, x = network_module(space, genotype, digits)
+        path = tmp_path / "opt.onnx"
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # portable: no NCHWc layout
+        opts.optimized_model_filepath = str(path)
+        opts.log_severity_level = 3
+        buf = io.BytesIO()
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(net, (x,), buf, dynamo=False, input_names=["input"], output_names=["output"],
+                              opset_version=17)
+        ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+        nodes = onnx.load(str(path)).graph.node
+        convs = sum(n.op_type in ("Conv", "FusedConv") for n in nodes)
+        pools = sum(n.op_type == "AveragePool" and list(onnx.helper.get_attribute_value(a) for a in n.attribute
+                                                          if a.name == "kernel_shape") == [[3, 3]] for n in nodes)
+        return len(nodes), convs, pools
+
+    g = space.from_string(text)
+    keys = space.genotype_ops(g, digits, optimized_graph=True)
+    n_nodes, convs, pools = optimised_nodes(g)
+    if not keys:
+        assert n_nodes == 0  # a constant network: the graph is one initializer
+        return
+    # the fixed convolutions (stem, reduction blocks): those of an all-skip cell, which has none of its own
+    _, fixed_convs, _ = optimised_nodes(space.from_string("|skip_connect~0|+|skip_connect~0|skip_connect~1|+|"
+                                                          "skip_connect~0|skip_connect~1|skip_connect~2|"))
+    assert convs - fixed_convs == sum(k.startswith("nor_conv") for k in keys)
+    assert pools == sum(k.startswith("avg_pool") for k in keys)

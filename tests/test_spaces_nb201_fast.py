@@ -75,3 +75,29 @@ def test_dead_nodes_are_skipped_without_changing_the_output():
     x = torch.randn(2, 4, 6, 6)
     assert torch.equal(cell(x), x)  # only the skip from the input reaches the output
     assert len(cell.edges) == 1
+
+
+def test_input_nodes_are_those_the_output_can_depend_on():
+    """Nodes outside ``input_nodes`` are constants of the parameters: a cell whose
+    output node is one of them gives the same output for any input (what lets ONNX
+    Runtime fold it, and the latency model count nothing for it)."""
+    import torch
+
+    from dnas_search_spaces.nb201.ops import InferCell, input_nodes
+
+    # node 1 has no input; node 2 = conv(x) + conv(node 1); node 3 = conv(node 1) + skip(node 2)
+    ops = ("none", "nor_conv_1x1", "nor_conv_3x3", "none", "nor_conv_1x1", "skip_connect")
+    assert input_nodes(ops) == {0, 2, 3}
+    const = ("none", "nor_conv_1x1", "nor_conv_1x1", "none", "nor_conv_1x1", "none")
+    assert input_nodes(const) == {0, 2}  # node 2 depends on the input, but node 3 reads only node 1
+    torch.manual_seed(0)
+    for text, depends in ((ops, True), (const, False)):
+        cell = InferCell(text, 4)
+        for m in cell.modules():  # non-trivial batch-norm statistics: a conv of zero is a non-zero constant
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.bias.data.uniform_(-1, 1)
+        cell.eval()
+        a, b = cell(torch.randn(1, 4, 5, 5)), cell(torch.randn(1, 4, 5, 5))
+        assert torch.equal(a, b) is not depends
+        assert a.abs().sum() > 0

@@ -81,6 +81,14 @@ class OnnxRuntimeBackend(Backend):
     def device(self) -> torch.device:
         return torch.device("cpu")
 
+    @property
+    def optimizes_graph(self) -> bool:
+        """Constant folding and common-subexpression elimination are part of every
+        optimisation level but ``disable``: a subgraph that does not depend on the input
+        (e.g. convolutions of a cell node that has no input) becomes an initializer and
+        costs nothing per call, and two poolings of the same tensor run once."""
+        return self.config.graph_optimization != "disable"
+
     def timer(self) -> float:
         return time.thread_time() if self.config.clock == "thread_cpu" else time.perf_counter()
 

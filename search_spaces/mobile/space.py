@@ -275,7 +275,9 @@ class MobileSpace(SearchSpace):
                 ops.append(LatencyOp(key, make_block(c, ly.c_in, ly.c_out, ly.stride), (ly.c_in, *ly.size)))
         return ops
 
-    def genotype_ops(self, genotype: Genotype, task: Any) -> list[str]:
+    def genotype_ops(self, genotype: Genotype, task: Any, optimized_graph: bool = False) -> list[str]:
+        # Every block reads the previous one's output (a skipped layer is an identity,
+        # never a zero), so no part of the network is input-independent: folding changes nothing.
         self.check_genotype(genotype)
         keys = [op.key for op in self._fixed_ops(task)]
         for ly, c in zip(self.layers(self._sizes(task)), genotype.spec, strict=True):

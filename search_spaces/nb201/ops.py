@@ -205,6 +205,18 @@ def live_nodes(ops: tuple[str, ...] | list[str]) -> set[int]:
     return live
 
 
+def input_nodes(ops: tuple[str, ...] | list[str]) -> set[int]:
+    """Nodes whose value depends on the cell input: node 0 and every node with a
+    non-``none`` edge from such a node. The others are constants of the parameters (a
+    node without inputs is zero; a convolution of it is its batch norm's shift), which
+    a backend that folds constants (ONNX Runtime) computes once, not per call."""
+    dep = {0}
+    for j in range(1, NUM_NODES):
+        if any(t == j and i in dep and op != "none" for (t, i), op in zip(EDGES, ops, strict=True)):
+            dep.add(j)
+    return dep
+
+
 def effective_ops(ops: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """``ops`` with the edges into dead nodes (nodes that never reach the output) set to
     ``none``: they cannot change the cell's output, so the discrete cell skips them (as

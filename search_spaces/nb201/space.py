@@ -30,7 +30,7 @@ from dnas_core import (
 )
 from dnas_core.cells import cell_string, op_on_node_adjacency, parse_cell_string
 
-from .ops import EDGES, OPS, InferCell, ResBlock, SearchCell, effective_ops, live_nodes, make_op
+from .ops import EDGES, OPS, InferCell, ResBlock, SearchCell, effective_ops, input_nodes, live_nodes, make_op
 
 #: Node types of the graph encoding: the input, the five operations, the output.
 NODE_TYPES: tuple[str, ...] = ("input", *OPS, "output")
@@ -246,22 +246,46 @@ class NB201Space(SearchSpace):
             ops += [LatencyOp(f"{op}:c{c}:{h}x{w}", make_op(op, c), (c, h, w)) for op in OPS if op != "none"]
         return ops
 
-    def genotype_ops(self, genotype: Genotype, task: Any) -> list[str]:
+    def genotype_ops(self, genotype: Genotype, task: Any, optimized_graph: bool = False) -> list[str]:
         """Exact: each non-zero edge's op, one addition per extra input of a node, and
-        a zero tensor for a node without inputs."""
+        a zero tensor for a node without inputs (nodes that never reach the output are
+        not built, see :func:`effective_ops`).
+
+        ``optimized_graph`` (ONNX Runtime's optimiser): nodes that do not depend on the
+        cell input (:func:`input_nodes`) are constants, so their zero tensors and the
+        operations on them cost nothing; an addition stays wherever a constant term
+        meets an input-dependent one (only a leading run of constant terms folds into
+        one). A cell whose output is constant makes the whole network's output
+        constant: nothing runs at all (the graph becomes one initializer). Two
+        poolings of the same node are one (common-subexpression elimination)."""
         self.check_genotype(genotype)
         n = self.config.retrain_N or self.config.N
-        keys = [op.key for op in self._fixed_ops(task)]
         ops = effective_ops(genotype.spec)
         live_nodes_ = live_nodes(genotype.spec)
+        dep = input_nodes(genotype.spec) if optimized_graph else set(range(4))
+        if optimized_graph and 3 not in dep:
+            return []
+        keys = [op.key for op in self._fixed_ops(task)]
         for c, h, w in self._stages(task):
-            cell = []
+            cell: list[str] = []
+            pooled: set[int] = set()
             for j in range(1, 4):
-                if j not in live_nodes_:
+                if j not in live_nodes_ or j not in dep:
                     continue
-                live = [op for (t, _), op in zip(EDGES, ops, strict=True) if t == j and op != "none"]
-                cell += [f"{op}:c{c}:{h}x{w}" for op in live]
-                cell += [f"add:c{c}:{h}x{w}"] * (len(live) - 1) if live else [f"zeros:c{c}:{h}x{w}"]
+                terms = [i for (t, i), op in zip(EDGES, ops, strict=True) if t == j and op != "none"]
+                for (t, i), op in zip(EDGES, ops, strict=True):
+                    if t != j or op == "none" or i not in dep:
+                        continue
+                    if optimized_graph and op == "avg_pool_3x3":
+                        if i in pooled:  # the same pooling of the same node: computed once
+                            continue
+                        pooled.add(i)
+                    cell.append(f"{op}:c{c}:{h}x{w}")
+                if not terms:
+                    cell.append(f"zeros:c{c}:{h}x{w}")
+                    continue
+                lead = next((k for k, i in enumerate(terms) if i in dep), len(terms))  # leading constants
+                cell += [f"add:c{c}:{h}x{w}"] * (len(terms) - 1 - max(lead - 1, 0))
             keys += n * cell
         return keys
 

@@ -3,18 +3,68 @@
 Small in-memory data sets (``TensorDataset``) are batched by indexing the tensors
 with a permutation instead of collating items one by one through a ``DataLoader``:
 on small CPU models that collation costs more than the model.
+
+A training split may change from epoch to epoch: a dataset with a ``set_epoch(epoch)``
+method (such as :class:`EpochTensorDataset`, which rebuilds its tensors for every
+epoch, e.g. fresh negative samples for implicit-feedback recommendation) is told the
+epoch by :func:`start_epoch` before every epoch of every training loop (retraining,
+differentiable search, the evaluators). Its contents must depend only on the epoch
+and what the dataset was built with (the run seed), so resumed runs replay them.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorDataset
 
 from .errors import RunFailed
+
+
+class EpochTensorDataset(TensorDataset):
+    """A tensor dataset whose tensors are rebuilt for every epoch by ``make(epoch)``.
+
+    It stays a :class:`TensorDataset`, so the fast batching path keeps working; only
+    the tensors change when :meth:`set_epoch` moves to another epoch. ``make`` must
+    return tensors of the same length for every epoch (the loops count their steps
+    once) and must be deterministic in ``epoch`` (seed its generator from the run seed
+    and the epoch), so that a resumed run sees the same data as an uninterrupted one.
+    """
+
+    def __init__(self, make: Callable[[int], Sequence[torch.Tensor]]):
+        self._make = make
+        self.epoch = 0
+        super().__init__(*make(0))
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch == self.epoch:
+            return
+        tensors = tuple(self._make(epoch))
+        if len(tensors) != len(self.tensors) or tensors[0].shape[0] != self.tensors[0].shape[0]:
+            raise RunFailed(f"EpochTensorDataset: epoch {epoch} built {len(tensors)} tensors of "
+                            f"{tensors[0].shape[0]} rows; epoch {self.epoch} had {len(self.tensors)} of "
+                            f"{self.tensors[0].shape[0]} (the length must not change between epochs)")
+        self.tensors, self.epoch = tensors, int(epoch)
+
+
+def start_epoch(dataset: Dataset, epoch: int) -> bool:
+    """Tell ``dataset`` (and what it wraps: subsets, concatenations) that ``epoch``
+    begins. Returns whether any part of it changes per epoch."""
+    found = False
+    if isinstance(dataset, Subset):
+        return start_epoch(dataset.dataset, epoch)
+    if isinstance(dataset, ConcatDataset):
+        for part in dataset.datasets:
+            found = start_epoch(part, epoch) or found
+        return found
+    set_epoch = getattr(dataset, "set_epoch", None)
+    if callable(set_epoch):
+        set_epoch(epoch)
+        return True
+    return False
 
 
 def _tensors_of(dataset: Dataset) -> tuple[tuple[torch.Tensor, ...], torch.Tensor | None] | None:
@@ -232,6 +282,8 @@ def fit(run: Any, model: nn.Module, stage: str = "retrain") -> dict[str, float]:
     with run.progress(stage, cfg.epochs, steps, start_epoch=start) as bar:
         for epoch in range(start, cfg.epochs):
             set_lr(optimizer, guard.lr_scale * lr_at(epoch, cfg.epochs, cfg.lr, cfg.scheduler, cfg.warmup_epochs))
+            if start_epoch(data.train, epoch) and cfg.include_val:  # training data that changes per epoch
+                train_set = _concat(data.train, data.val)
             torch.manual_seed(derive_seed(run.seed, stage, "torch", epoch))
             gen = torch_generator(run.seed, stage, "batches", epoch)
             model.train()
@@ -286,6 +338,4 @@ def _concat(a: Dataset, b: Dataset) -> Dataset:
         for (tensors, idx) in (ta, tb):
             parts.append([t if idx is None else t[idx] for t in tensors])
         return TensorDataset(*[torch.cat([pa, pb]) for pa, pb in zip(parts[0], parts[1], strict=True)])
-    from torch.utils.data import ConcatDataset
-
     return ConcatDataset([a, b])

@@ -79,6 +79,68 @@ def test_negatives_are_unseen_and_fixed_per_split_seed():
     assert not torch.equal(a.test.tensors[1], c.test.tensors[1])
 
 
+def _negatives(train):
+    u, i, y = train.tensors
+    return u[y == 0], i[y == 0], (u[y == 1], i[y == 1])
+
+
+def test_training_negatives_are_fresh_each_epoch_and_reproducible():
+    """NCF draws new negatives every epoch: epoch 1 differs from epoch 0, the positives
+    do not move, every negative is unseen, and the same (seed, epoch) gives the same
+    negatives in another task object (what resumed runs rely on)."""
+    task = _task()
+    seen = set(zip(task.interactions().users.tolist(), task.interactions().items.tolist()))
+    train = task.data(0).train
+    u0, i0, pos0 = _negatives(train)
+    train.set_epoch(1)
+    u1, i1, pos1 = _negatives(train)
+    assert torch.equal(u0, u1) and all(torch.equal(a, b) for a, b in zip(pos0, pos1, strict=True))
+    assert (i0 != i1).float().mean() > 0.5  # fresh draws, not a reshuffle of a few
+    assert not any((a, b) in seen for a, b in zip(u1.tolist(), i1.tolist()))
+    other = _task().data(0).train
+    assert torch.equal(_negatives(other)[1], i0)
+    other.set_epoch(1)
+    assert torch.equal(_negatives(other)[1], i1)
+    train.set_epoch(0)
+    assert torch.equal(_negatives(train)[1], i0)  # back to epoch 0: the same draws again
+    other_seed = _task().data(1).train
+    other_seed.set_epoch(1)
+    assert not torch.equal(_negatives(other_seed)[1], i1)
+    fixed = _task(resample_negatives=False).data(0).train
+    first = _negatives(fixed)[1].clone()
+    fixed.set_epoch(1)
+    assert torch.equal(_negatives(fixed)[1], first)
+
+
+def test_trainer_and_search_move_the_negatives_to_each_epoch(tmp_path):
+    """The retrain loop and the DARTS loop tell the train split every epoch: after 3
+    epochs the split holds the negatives of epoch 2, as a fresh split set to epoch 2
+    does."""
+    from dnas_core.orchestrator import Orchestrator
+
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "neg", "seed": 3,
+        "task": {"type": "movielens", "path": str(DATA / "u.data")},
+        "space": {"type": "recsys", "emb_dims": [4, 8], "mlp_layers": [8], "proj_dim": 4},
+        "strategy": {"type": "darts", "epochs": 2, "batch_size": 512, "eval_supernet": False},
+        "train": {"epochs": 3, "batch_size": 512, "optimizer": "adamw", "lr": 0.005},
+        "backend": {"type": "cpu", "threads": 1}, "export": None,
+    }))
+    orch = Orchestrator.new(path, out=tmp_path / "run")
+    orch._start()
+    train = orch.ctx.task.data(3).train
+    seen_epochs = []
+    set_epoch = train.set_epoch
+    train.set_epoch = lambda e: (seen_epochs.append(e), set_epoch(e))
+    for name in ("search", "derive", "retrain"):
+        orch._stage(name, getattr(orch, name))
+    assert seen_epochs == [0, 1, 0, 1, 2]
+    expected = _task().data(3).train
+    expected.set_epoch(2)
+    assert torch.equal(train.tensors[1], expected.tensors[1])
+
+
 def test_ranking_metrics_by_hand():
     # Group 1: positive scores highest -> rank 0. Group 2: 11 negatives above -> miss.
     # Group 3: 2 negatives above -> rank 2, NDCG 1/log2(4) = 0.5.

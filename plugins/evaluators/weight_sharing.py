@@ -19,7 +19,7 @@ from torch import nn
 
 from dnas_core import ComponentConfig, Evaluator, Genotype, MixWeights, RunFailed
 from dnas_core.seeding import derive_seed, torch_generator
-from dnas_core.training import iterate_batches, lr_at, set_lr
+from dnas_core.training import iterate_batches, lr_at, set_lr, start_epoch
 
 
 class WeightSharingConfig(ComponentConfig):
@@ -92,6 +92,7 @@ class WeightSharingEvaluator(Evaluator):
         net.train()
         for epoch in range(cfg.epochs):
             set_lr(opt, lr_at(epoch, cfg.epochs, cfg.lr))
+            start_epoch(data.train, epoch)
             gen = torch_generator(seed, "weight_sharing", "batches", epoch)
             for x, y in iterate_batches(data.train, cfg.batch_size, shuffle=True, generator=gen,
                                         drop_last=len(data.train) > cfg.batch_size, device=device):

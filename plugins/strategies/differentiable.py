@@ -45,7 +45,7 @@ from dnas_core import runstore
 from dnas_core.constraints import SupernetConstraint
 from dnas_core.seeding import derive_seed, torch_generator
 from dnas_core.space import Network, Supernet
-from dnas_core.training import DivergenceGuard, iterate_batches, lr_at, num_batches, set_lr
+from dnas_core.training import DivergenceGuard, iterate_batches, lr_at, num_batches, set_lr, start_epoch
 
 
 class DifferentiableConfig(ComponentConfig):
@@ -268,6 +268,7 @@ class DifferentiableStrategy(Strategy):
                 self.epoch = epoch
                 set_lr(w_opt, guard.lr_scale * lr_at(epoch, cfg.epochs, cfg.w_lr, "cosine", min_lr=cfg.w_lr_min))
                 self.on_epoch_start(epoch, body)
+                start_epoch(train, epoch)  # per-epoch training data (e.g. fresh recsys negatives)
                 torch.manual_seed(derive_seed(seed, "search", "torch", epoch))
                 gen = torch_generator(seed, "search", "w", epoch)
                 val_batches = cycle_batches(val, cfg.batch_size, seed, "search", "a", epoch, device=device)

@@ -15,8 +15,11 @@ ML-100K / ML-1M papers follow:
   sampled once per ``split_seed`` (the same candidates for every model and run seed);
   metrics HR@10 (hit ratio) and NDCG@10;
 * training pairs are ``(user, item, 1)`` for positives and ``num_negatives`` sampled
-  non-interacted items per positive with label 0, sampled once per run seed (NCF
-  resamples every epoch; fixed negatives keep the fast tensor path of the trainer).
+  non-interacted items per positive with label 0, drawn afresh for every epoch as in
+  NCF (the train split is a :class:`~dnas_core.training.EpochTensorDataset`: every
+  training loop calls ``set_epoch`` and the negatives of epoch ``e`` come from a
+  generator seeded by ``(run seed, e)``, so runs and resumed runs are reproducible;
+  ``resample_negatives: false`` keeps the epoch-0 negatives throughout).
 
 Inputs are a tuple ``(user index, item index)`` of int64 tensors; the model outputs one
 logit per pair, trained with binary cross-entropy. A val / test split holds, per user,
@@ -38,6 +41,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from dnas_core import ComponentConfig, DataError, IOSpec, RunFailed, Task, TaskData
 from dnas_core.seeding import derive_seed
+from dnas_core.training import EpochTensorDataset
 from dnas_tasks._common import resolve_path
 
 TOP_K = 10
@@ -248,6 +252,8 @@ def ranking_metrics(scores: torch.Tensor, group: int) -> dict[str, float]:
 class RecsysConfig(ComponentConfig):
     min_rating: Optional[float] = Field(None, description="ratings below this are dropped (default: every rating is a positive)")
     num_negatives: int = Field(4, ge=1, le=100, description="sampled negatives per training positive")
+    resample_negatives: bool = Field(True, description="draw fresh training negatives every epoch, as NCF does "
+                                     "(false: the negatives of epoch 0 throughout)")
     num_eval_negatives: int = Field(99, ge=1, description="sampled negatives each held-out item is ranked against")
     split_seed: int = Field(0, ge=0, description="seed of the evaluation negatives, fixed across run seeds")
     limit_users: Optional[int] = Field(None, ge=2, description="keep only the first N users (by id order), for quick runs")
@@ -291,15 +297,20 @@ class RecsysTask(Task):
                             f"{k} unseen items, so there is no leave-one-out test item")
         pos = inter.role == 0
         pu, pi = inter.users[pos], inter.items[pos]
-        rng = np.random.default_rng(derive_seed(seed, self.name, "train-negatives"))
         nu = np.repeat(pu, cfg.num_negatives)
-        ni = inter.sample_negatives(nu, rng)
-        users = np.concatenate([pu, nu])
-        items = np.concatenate([pi, ni])
-        labels = np.concatenate([np.ones(len(pu), np.float32), np.zeros(len(nu), np.float32)])
+        users = torch.from_numpy(np.concatenate([pu, nu])).long()
+        labels = torch.from_numpy(np.concatenate([np.ones(len(pu), np.float32), np.zeros(len(nu), np.float32)]))
+        name, resample = self.name, cfg.resample_negatives
+
+        def make(epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            """The training rows of ``epoch``: the positives, then fresh negatives."""
+            rng = np.random.default_rng(derive_seed(seed, name, "train-negatives", epoch if resample else 0))
+            items = np.concatenate([pi, inter.sample_negatives(nu, rng)])
+            return users, torch.from_numpy(items).long(), labels
+
         t = lambda u, i, y: TensorDataset(torch.from_numpy(u).long(), torch.from_numpy(i).long(),  # noqa: E731
                                           torch.from_numpy(y).float())
-        return TaskData(train=t(users, items, labels), val=t(*val), test=t(*test))
+        return TaskData(train=EpochTensorDataset(make), val=t(*val), test=t(*test))
 
     def io_spec(self) -> IOSpec:
         inter = self.interactions()

@@ -98,6 +98,31 @@ def test_tabular_derive_follows_the_logits():
     assert out.shape == (4, 2)
 
 
+class TestRecsysSpaceWithLinearTerm(SearchSpaceContract):
+    """The opt-in FM first-order operator goes through the same contract."""
+
+    def make_space(self):
+        return _reg().spaces.create("recsys", {"emb_dims": [4, 8], "proj_dim": 8, "mlp_layers": [16],
+                                               "ops": ["hadamard", "mlp", "linear"]})
+
+    def make_task(self):
+        return _ml()
+
+
+def test_recsys_linear_term_is_a_per_user_and_per_item_bias():
+    task = _ml()
+    space = _reg().spaces.create("recsys", {"emb_dims": [4, 8], "ops": ["dot", "linear"]})
+    g = space.from_string("emb=4,8;ops=linear")
+    net = space.build_network(g, task)
+    users, items = task.io_spec().extra["field_sizes"]
+    assert count_parameters(net.body) == users * 4 + items * 8 + users + items
+    x = first_inputs(task.data(0).test, 6)
+    assert torch.equal(net.body(x), torch.zeros(6, 2))  # zero-initialised biases
+    with torch.no_grad():
+        net.body.inter.bias[1].weight[x[1][0]] = 3.0
+    assert float(net.body(x)[0, 1]) == 3.0
+
+
 def test_recsys_derive_turns_on_the_winning_operators():
     task = _ml()
     space = _reg().spaces.create("recsys", {"emb_dims": [4, 8, 16]})

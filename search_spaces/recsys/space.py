@@ -12,7 +12,11 @@ interaction blocks). An architecture chooses
   - ``hadamard``: the element-wise product of every pair of projected fields (GMF);
   - ``mlp``: an MLP tower over the concatenated embeddings (``mlp_layers``);
   - ``cross``: ``cross_layers`` layers of a Deep & Cross Network over the
-    concatenated embeddings, ``x_{l+1} = x_0 * (w_l . x_l) + b_l + x_l``.
+    concatenated embeddings, ``x_{l+1} = x_0 * (w_l . x_l) + b_l + x_l``;
+  - ``linear``: the first-order term of a factorisation machine, one learned scalar
+    per user and per item (zero-initialised): user activity and item popularity, which
+    the interaction operators can only learn slowly through their small-initialised
+    embeddings. Opt-in (not in the default ``ops``), as AutoFIS's FM base has it.
 
 The body outputs the concatenation of the active operators' outputs; the task's head
 (a linear layer to one logit) combines them, as NeuMF's output layer does.
@@ -47,7 +51,9 @@ from torch import nn
 from dnas_core import ComponentConfig, Genotype, GraphEncoding, IncompatibleError, MixWeights, Network, SearchSpace, Supernet
 from dnas_core.space import FixedArchitectureSpace
 
-OPS = ("dot", "hadamard", "mlp", "cross")
+OPS = ("dot", "hadamard", "mlp", "cross", "linear")
+#: The operators searched when the config names none (``linear`` is opt-in).
+DEFAULT_OPS = ("dot", "hadamard", "mlp", "cross")
 
 
 def _field_sizes(task: Any, num_fields: int, space: str) -> list[int]:
@@ -90,10 +96,11 @@ def _embedding(n: int, d: int) -> nn.Embedding:
 
 
 class InteractionOps(nn.Module):
-    """The four operators over per-field embeddings ``embs`` (list of (N, d_f)).
-    Only the operators in ``ops`` are built."""
+    """The operators over per-field embeddings ``embs`` (list of (N, d_f)) and, for
+    ``linear``, the field indices. Only the operators in ``ops`` are built."""
 
-    def __init__(self, dims: list[int], ops: list[str], proj_dim: int, mlp_layers: list[int], cross_layers: int):
+    def __init__(self, dims: list[int], ops: list[str], proj_dim: int, mlp_layers: list[int], cross_layers: int,
+                 field_sizes: list[int]):
         super().__init__()
         self.ops = list(ops)
         self.pairs = list(itertools.combinations(range(len(dims)), 2))
@@ -110,9 +117,14 @@ class InteractionOps(nn.Module):
         if "cross" in ops:
             self.cross = CrossNet(z, cross_layers)
             self.out_sizes["cross"] = z
+        if "linear" in ops:
+            self.bias = nn.ModuleList(nn.Embedding(n, 1) for n in field_sizes)
+            for b in self.bias:
+                nn.init.zeros_(b.weight)
+            self.out_sizes["linear"] = len(field_sizes)
         self.out_channels = sum(self.out_sizes[o] for o in self.ops)
 
-    def op_outputs(self, embs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def op_outputs(self, embs: list[torch.Tensor], x: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         if hasattr(self, "proj"):
             p = [proj(e) for proj, e in zip(self.proj, embs, strict=True)]
@@ -125,13 +137,16 @@ class InteractionOps(nn.Module):
             out["mlp"] = self.mlp(z)
         if "cross" in self.ops:
             out["cross"] = self.cross(z)
+        if "linear" in self.ops:
+            out["linear"] = torch.cat([b(idx) for b, idx in zip(self.bias, x, strict=True)], dim=1)
         return out
 
 
 class RecsysConfig(ComponentConfig):
     num_fields: int = Field(2, ge=2, description="input fields (user, item): must match the task")
     emb_dims: list[int] = Field([8, 16, 32, 64], min_length=1, description="embedding dimension choices per field")
-    ops: list[str] = Field(list(OPS), min_length=1, description=f"interaction operators to choose from, from {list(OPS)}")
+    ops: list[str] = Field(list(DEFAULT_OPS), min_length=1,
+                           description=f"interaction operators to choose from, from {list(OPS)}")
     proj_dim: int = Field(32, ge=1, description="width each field is projected to for dot / hadamard")
     mlp_layers: list[int] = Field([64, 32], min_length=1, description="layer widths of the mlp operator")
     cross_layers: int = Field(2, ge=1, description="layers of the cross operator")
@@ -163,7 +178,8 @@ class RecsysSupernet(Supernet):
         self.alpha_ops = nn.Parameter(s * torch.randn(len(cfg.ops), 2))
         self.embeddings = nn.ModuleList(_embedding(n, dmax) for n in field_sizes)
         self.register_buffer("masks", torch.stack([(torch.arange(dmax) < d).float() for d in cfg.emb_dims]))
-        self.inter = InteractionOps([dmax] * len(field_sizes), cfg.ops, cfg.proj_dim, cfg.mlp_layers, cfg.cross_layers)
+        self.inter = InteractionOps([dmax] * len(field_sizes), cfg.ops, cfg.proj_dim, cfg.mlp_layers, cfg.cross_layers,
+                                    field_sizes)
         self.out_channels = self.inter.out_channels
 
     def arch_parameters(self) -> list[nn.Parameter]:
@@ -185,7 +201,7 @@ class RecsysSupernet(Supernet):
                 k = int(emb_mix.index[f])
                 mask = w[k] * self.masks[k]
             embs.append(emb(idx) * mask)
-        outs = self.inter.op_outputs(embs)
+        outs = self.inter.op_outputs(embs, x)
         parts = []
         for k, op in enumerate(self.cfg.ops):
             w = op_mix.weights[k]
@@ -202,13 +218,13 @@ class RecsysBody(nn.Module):
     def __init__(self, cfg: RecsysConfig, field_sizes: list[int], dims: list[int], ops: list[str]):
         super().__init__()
         self.embeddings = nn.ModuleList(_embedding(n, d) for n, d in zip(field_sizes, dims, strict=True))
-        self.inter = InteractionOps(dims, ops, cfg.proj_dim, cfg.mlp_layers, cfg.cross_layers)
+        self.inter = InteractionOps(dims, ops, cfg.proj_dim, cfg.mlp_layers, cfg.cross_layers, field_sizes)
         self.ops = list(ops)
         self.out_channels = self.inter.out_channels
 
     def forward(self, x: tuple[torch.Tensor, ...]) -> torch.Tensor:
         embs = [emb(idx) for emb, idx in zip(self.embeddings, x, strict=True)]
-        outs = self.inter.op_outputs(embs)
+        outs = self.inter.op_outputs(embs, x)
         return torch.cat([outs[o] for o in self.ops], dim=1)
 
 
@@ -216,7 +232,8 @@ class RecsysSpace(SearchSpace):
     """Embedding sizes per field and feature-interaction operators (AutoFIS / NASRec style)."""
 
     name = "recsys"
-    description = "recommendation: embedding dim per field + interaction ops (dot, hadamard, mlp, cross); NeuMF-style baseline"
+    description = ("recommendation: embedding dim per field + interaction ops (dot, hadamard, mlp, cross, linear); "
+                   "NeuMF-style baseline")
     Config = RecsysConfig
     modalities = frozenset({"recsys"})
 

@@ -1,6 +1,10 @@
 """Searched architecture vs hand-designed baseline, per task, under one parameter budget.
 
-For every task with an example manifest ``examples/task_<name>.yaml``:
+For every task with an example manifest ``examples/task_<name>.yaml`` (one per task
+with data on these machines, across the five domains: vision ``fashion_mnist``,
+``digits``; text ``sst2``, ``sms_spam``; audio / signals ``fsdd``, ``mnist1d``; medical
+``pneumoniamnist``, ``breast_cancer``; recommendation ``movielens``; the tasks that read
+a user's own files have no row):
 
 1. run the manifest (search -> derive -> retrain -> evaluate) with the budget below;
 2. train the hand-designed baseline with the same task section, the same ``train:``
@@ -11,22 +15,25 @@ For every task with an example manifest ``examples/task_<name>.yaml``:
    ``neumf``, sequence: ``seq_cnn``, tabular: ``tabular_mlp``);
 3. size the baseline to the searched network's parameter count where the baseline has
    a width knob (``small_cnn.C``, ``neumf.factors``, the tabular MLP's width/depth): the
-   setting whose parameter count is closest is used, so both sides get the same budget;
+   setting whose parameter count is closest is used, so both sides get the same budget
+   (``seq_cnn.C`` and ``seq_bigru.hidden`` for sequences);
 4. print test metric (median over seeds), parameters, search seconds and retrain
    seconds of each side, and the ratio of retrain times measured side by side.
 
-Budget: the example manifests' settings, with search and retrain epochs capped
-(``--max-search-epochs``, ``--max-train-epochs``; defaults 3 and 5) and at most
-``--limit-train`` (1,000) training examples for tasks that take ``limit_train``, so that
-the full run stays within about 25 minutes on 2 heavily shared cores. These are much
-smaller budgets than the example manifests: the figures are a like-for-like comparison,
-not the best each model can reach. Every run uses one torch thread (on
-these shared machines two threads were several times slower under load). Export and
-report stages are skipped: nothing here reads them.
+Budget: the example manifests' settings (their data limits included), with search and
+retrain epochs capped (``--max-search-epochs``, ``--max-train-epochs``; defaults 3 and 5)
+and, when ``--limit-train N`` is given, at most N training examples for tasks that take
+``limit_train``. The epoch caps make these smaller budgets than the example manifests:
+the figures are a like-for-like comparison, not the best each model can reach. Every
+run uses one torch thread (on these shared machines two threads were several times
+slower under load). Export and report stages are skipped: nothing here reads them.
 
     python benchmarks/tasks.py            # full run
     python benchmarks/tasks.py --quick    # smoke run (< 1 minute: 1 epoch, small slices)
     python benchmarks/tasks.py --only movielens breast_cancer --seeds 0 1 2
+    # in parts (e.g. two processes), then one JSON and one table of all rows:
+    python benchmarks/tasks.py --only sst2 fsdd --out /tmp/a.json
+    python benchmarks/tasks.py --merge /tmp/a.json /tmp/b.json
 """
 
 from __future__ import annotations
@@ -65,8 +72,9 @@ MODALITY_BASELINES = {
 
 #: Published reference points printed beside our numbers: (metric, value, source).
 REFERENCES = {
-    "movielens": ("hr@10", 0.67, "NeuMF on ML-100K, leave-one-out vs 99 negatives (figure quoted in the project issue; "
-                  "the NCF paper, He et al. 2017, reports 0.730 on ML-1M)"),
+    "movielens": ("hr@10", 0.67, "NeuMF on ML-100K, leave-one-out vs 99 negatives: the figure the project issue "
+                  "quotes, not a paper's (He et al. 2017, the NCF paper, report ML-1M and Pinterest only: "
+                  "NeuMF HR@10 0.730 on ML-1M with pre-training)"),
     "mnist1d": ("accuracy", 0.94, "CNN, Greydanus 2020 (logistic 0.32, MLP 0.68, GRU 0.91)"),
 }
 
@@ -85,6 +93,10 @@ def width_knobs(space: dict[str, Any]) -> list[dict[str, Any]]:
             for top in (32, 64, 128, 256):  # the paper's tower shape: halving, 4 layers
                 out.append({"factors": f, "mlp_layers": [top, top // 2, top // 4, top // 8]})
         return out
+    if kind == "seq_cnn":
+        return [{"C": c} for c in range(8, 97, 4)]
+    if kind == "seq_bigru":
+        return [{"hidden": h} for h in range(8, 129, 8)]
     if kind == "tabular_mlp":
         widths = space.get("widths", [64, 128, 256])
         depth = space.get("max_depth", 3)
@@ -248,8 +260,10 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="*", type=int, default=[0])
     ap.add_argument("--max-search-epochs", type=int, default=3)
     ap.add_argument("--max-train-epochs", type=int, default=5)
-    ap.add_argument("--limit-train", type=int, default=1000,
-                    help="cap on the training examples of tasks with a limit_train field (0: no cap)")
+    ap.add_argument("--limit-train", type=int, default=0,
+                    help="cap on the training examples of tasks with a limit_train field (0: the manifests' own)")
+    ap.add_argument("--merge", nargs="+", type=Path, default=None,
+                    help="merge the rows of these result files (runs in parts) into --out and print the table")
     ap.add_argument("--no-match", action="store_true", help="do not resize the baseline to the searched parameter count")
     ap.add_argument("--out", type=Path, default=None, help="JSON file (default: benchmarks/results/tasks[_quick].json)")
     args = ap.parse_args()
@@ -257,6 +271,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    if args.merge:
+        merge(args)
+        return
     pm = get_plugin_manager()
     manifests = sorted(EXAMPLES.glob("task_*.yaml"))
     names = [p.stem[len("task_"):] for p in manifests]
@@ -281,12 +298,30 @@ def main() -> None:
     print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
 
 
+def merge(args) -> None:
+    """One result file and table from the files of a run made in parts."""
+    rows, seconds, seeds = {}, 0.0, None
+    for path in args.merge:
+        d = json.loads(path.read_text())
+        seconds += d["total_seconds"]
+        seeds = d["seeds"]
+        for key in ("quick", "max_search_epochs", "max_train_epochs", "limit_train"):
+            setattr(args, key, d[key])
+        rows.update({r["manifest"]: r for r in d["tasks"]})
+    args.seeds = seeds
+    ordered = [rows[k] for k in sorted(rows)]
+    print_table(ordered)
+    print(f"total compute time {seconds / 60:.1f} min (sum over the parts)")
+    out = write_json(args, ordered, seconds)
+    print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+
+
 def write_json(args, rows: list[dict[str, Any]], seconds: float) -> Path:
     out = args.out or RESULTS / ("tasks_quick.json" if args.quick else "tasks.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": "tasks", "quick": args.quick, "threads": 1, "total_seconds": round(seconds, 1),
                "max_search_epochs": args.max_search_epochs, "max_train_epochs": args.max_train_epochs,
-               "limit_train": None if args.quick else args.limit_train, "seeds": args.seeds, "tasks": rows}
+               "limit_train": None if args.quick else (args.limit_train or None), "seeds": args.seeds, "tasks": rows}
     out.write_text(json.dumps(payload, indent=2, default=str))
     return out
 

@@ -83,7 +83,11 @@ class TextTask(Task):
         except ValueError as exc:  # too few examples to hold out every class
             raise DataError(f"{self.name}: cannot hold out val_fraction={cfg.val_fraction} of "
                             f"{len(y)} training examples: {exc}") from None
-        self.tokenizer = Tokenizer.build((texts[i] for i in train), cfg.max_len, cfg.vocab_size, cfg.min_freq,
+        # The vocabulary comes from the texts of the training data, validation part
+        # included (word counts only, no labels; never the test texts): a retrain on
+        # train + val (``include_val``) then knows every word it trains on, and on
+        # small subsets of SST-2 it covers noticeably more of the test tokens.
+        self.tokenizer = Tokenizer.build(texts, cfg.max_len, cfg.vocab_size, cfg.min_freq,
                                          cfg.lowercase, cfg.numbers)
         ids = torch.from_numpy(self.tokenizer.encode(texts))
         tids = torch.from_numpy(self.tokenizer.encode(ttexts))

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnas_core import MixWeights
+from dnas_core.layers import split_channels
 
 from .ops import CONV_OPS, CONV_SPECS, EDGES, I_AVG, I_MAX, I_NONE, I_SEP3, I_SEP5, I_SKIP, OPS, STEPS, FactorizedReduce, ReLUConvBN
 
@@ -213,15 +214,15 @@ class SearchCell(nn.Module):
             rep = replicate_channels(r, n_out)
             if src.stride == 2:
                 y = src.factorized_reduce(r, _bn_weight(ws[:, I_SKIP], c), training)
-                for k, n in enumerate(targets):
-                    add(n, y[:, k * c : (k + 1) * c])
+                for n, part in zip(targets, split_channels(y, c), strict=True):
+                    add(n, part)
             else:
                 for k, n in enumerate(targets):
                     add(n, x, ws[k, I_SKIP])
             for op in CONV_OPS:
                 y = src.conv_op(op, rep, n_out, _bn_weight(ws[:, op], c), training)
-                for k, n in enumerate(targets):
-                    add(n, y[:, k * c : (k + 1) * c])
+                for n, part in zip(targets, split_channels(y, c), strict=True):
+                    add(n, part)
             if i >= 1:  # node i-1 has all its inputs (states 0..i) now
                 states.append(acc[i - 1])
         return torch.cat(states[-STEPS:], dim=1)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnas_core import MixWeights
+from dnas_core.layers import split_channels
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 #: Edges (to, from) in arch-string order: node1<-0 | node2<-0, node2<-1 | node3<-0, node3<-1, node3<-2.
@@ -109,35 +110,41 @@ class SearchCell(nn.Module):
         return self._forward_dense(x, mix.weights)
 
     def _forward_dense(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        c = self.c
         nodes = [x]
         conv_terms: list[list[torch.Tensor]] = [[] for _ in range(NUM_NODES)]
         for j in range(1, NUM_NODES):
-            i = j - 1  # the newest node: emit its convolutions for all its targets
-            src = self.sources[i]
-            edges = out_edges(i)
-            r = F.relu(nodes[i])
-            w_src = w.index_select(0, getattr(self, f"out_edges_{i}"))
-            y1 = src.bn(src.conv1(r), "bn1", w_src[:, I_C1].repeat_interleave(c))
-            y3 = src.bn(src.conv3(r), "bn3", w_src[:, I_C3].repeat_interleave(c))
-            for k, e in enumerate(edges):
-                target = EDGES[e][0]
-                conv_terms[target].append(y1[:, k * c : (k + 1) * c])
-                conv_terms[target].append(y3[:, k * c : (k + 1) * c])
-            incoming = [e for e, (t, _) in enumerate(EDGES) if t == j]
-            # pool(sum_i w_i x_i) once, then accumulate the skips and the convolution terms
-            # in place into that fresh tensor: one pass each, no intermediate sums
-            pool_in = None
-            for e in incoming:
-                xi = nodes[EDGES[e][1]]
-                pool_in = xi * w[e, I_POOL] if pool_in is None else pool_in.addcmul_(xi, w[e, I_POOL])
-            out = avg_pool(pool_in)
-            for e in incoming:
-                out.addcmul_(nodes[EDGES[e][1]], w[e, I_SKIP])
-            for t in conv_terms[j]:
-                out.add_(t)
-            nodes.append(out)
+            self._emit_convs(j - 1, nodes[j - 1], w, conv_terms)
+            nodes.append(self._mix_node(j, nodes, w, conv_terms[j]))
         return nodes[-1]
+
+    def _emit_convs(self, i: int, xi: torch.Tensor, w: torch.Tensor, conv_terms: list[list[torch.Tensor]]) -> None:
+        """Run the convolutions of every edge leaving node ``i`` (input ``xi``) as one
+        1x1 and one 3x3 convolution, and file each edge's slice under its target node."""
+        c = self.c
+        src = self.sources[i]
+        r = F.relu(xi)
+        w_src = w.index_select(0, getattr(self, f"out_edges_{i}"))
+        y1 = src.bn(src.conv1(r), "bn1", w_src[:, I_C1].repeat_interleave(c))
+        y3 = src.bn(src.conv3(r), "bn3", w_src[:, I_C3].repeat_interleave(c))
+        for e, t1, t3 in zip(out_edges(i), split_channels(y1, c), split_channels(y3, c), strict=True):
+            conv_terms[EDGES[e][0]].extend((t1, t3))
+
+    @staticmethod
+    def _mix_node(j: int, nodes: list[torch.Tensor], w: torch.Tensor, conv_terms: list[torch.Tensor]) -> torch.Tensor:
+        """Node ``j`` from its inputs ``nodes`` and its filed convolution terms."""
+        incoming = [e for e, (t, _) in enumerate(EDGES) if t == j]
+        # pool(sum_i w_i x_i) once, then accumulate the skips and the convolution terms
+        # in place into that fresh tensor: one pass each, no intermediate sums
+        pool_in = None
+        for e in incoming:
+            xi = nodes[EDGES[e][1]]
+            pool_in = xi * w[e, I_POOL] if pool_in is None else pool_in.addcmul_(xi, w[e, I_POOL])
+        out = avg_pool(pool_in)
+        for e in incoming:
+            out.addcmul_(nodes[EDGES[e][1]], w[e, I_SKIP])
+        for t in conv_terms:
+            out.add_(t)
+        return out
 
     def _forward_hard(self, x: torch.Tensor, w: torch.Tensor, index: torch.Tensor | list[int]) -> torch.Tensor:
         c = self.c

@@ -26,12 +26,12 @@ edge, since every NAS-Bench-201 edge is kept.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dnas_core import IncompatibleError, MixWeights
+from dnas_core.layers import split_channels
 
-from .ops import EDGES, I_C1, I_C3, I_POOL, I_SKIP, NUM_NODES, ResBlock, SearchCell, avg_pool, out_edges
+from .ops import EDGES, NUM_NODES, ResBlock, SearchCell
 from .space import NB201Body
 
 #: For each target node j: the indices (into EDGES) of its incoming edges.
@@ -70,43 +70,32 @@ class PartialSearchCell(SearchCell):
         w = mix.weights  # a sampled index (GDAS) is honoured through its weights, computed densely
         if edge_w is not None:
             w = w * edge_w.unsqueeze(-1)
-        ck = self.ck
+        ck, rest_c = self.ck, self.c_full - self.ck
         nodes = [x]
+        heads: list[torch.Tensor] = []  # the searched C/K channels of every node
+        tails: list[torch.Tensor] = []  # the bypassed rest
+        conv_terms: list[list[torch.Tensor]] = [[] for _ in range(NUM_NODES)]
         for j in range(1, NUM_NODES):
-            part = self._mixed_node(nodes, j, w)
+            # split each node once: slicing it per edge would cost a full-size gradient
+            # buffer per slice in the backward pass
+            if self.k > 1:
+                head, tail = split_channels(nodes[j - 1], [ck, rest_c])
+                tails.append(tail)
+            else:
+                head = nodes[j - 1]
+            heads.append(head)
+            # the dense cell's batched convolutions, on the searched slice
+            self._emit_convs(j - 1, head, w, conv_terms)
+            part = self._mix_node(j, heads, w, conv_terms[j])
             if self.k > 1:
                 rest = None
                 for e in INCOMING[j]:
-                    xi = nodes[EDGES[e][1]][:, ck:]
-                    term = xi if edge_w is None else edge_w[e] * xi
+                    ti = tails[EDGES[e][1]]
+                    term = ti if edge_w is None else edge_w[e] * ti
                     rest = term if rest is None else rest + term
-                part = torch.cat([part, rest], dim=1)
-            nodes.append(channel_shuffle(part, self.k))
+                part = channel_shuffle(torch.cat([part, rest], dim=1), self.k)
+            nodes.append(part)
         return nodes[-1]
-
-    def _mixed_node(self, nodes: list[torch.Tensor], j: int, w: torch.Tensor) -> torch.Tensor:
-        """``sum_i sum_op w[ij, op] * op(node_i[:, :C/K])`` with the batched source convs."""
-        ck = self.ck
-        out = None
-        pool_in = None
-        for e in INCOMING[j]:
-            i = EDGES[e][1]
-            xi = nodes[i][:, :ck]
-            src = self.sources[i]
-            edges = out_edges(i)
-            k = edges.index(e)
-            sl = slice(k * ck, (k + 1) * ck)
-            r = F.relu(xi)
-            # This edge's slice of the source's convolutions; the batch-norm weight is
-            # materialised (an expanded, stride-0 one breaks CPU batch norm's backward
-            # on channels-last inputs).
-            y1 = src.bn(F.conv2d(r, src.conv1.weight[sl]), "bn1", w[e, I_C1].expand(ck).contiguous(), sl)
-            y3 = src.bn(F.conv2d(r, src.conv3.weight[sl], padding=1), "bn3", w[e, I_C3].expand(ck).contiguous(), sl)
-            term = w[e, I_SKIP] * xi + y1 + y3
-            out = term if out is None else out + term
-            p = w[e, I_POOL] * xi
-            pool_in = p if pool_in is None else pool_in + p
-        return out + avg_pool(pool_in)
 
 
 class PartialNB201Body(NB201Body):

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dnas_core import MixWeights
+from dnas_core.layers import split_channels
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "sep_conv_3", "sep_conv_5", "sep_conv_7", "dil_conv_3",
                         "dil_conv_5", "max_pool_3", "avg_pool_3", "self_attn")
@@ -261,8 +262,8 @@ class SearchCell(nn.Module):
                 r = F.relu(xi) if r is None else r
                 if len(on) == len(edges):
                     y = src.bn(src.conv_all(r, op), op, w[edges, col].repeat_interleave(c))
-                    for s, e in enumerate(edges):
-                        terms[EDGES[e][0]].append(y[:, s * c:(s + 1) * c])
+                    for e, part in zip(edges, split_channels(y, c), strict=True):
+                        terms[EDGES[e][0]].append(part)
                 else:
                     for s in on:
                         e = edges[s]

@@ -103,7 +103,7 @@ def _type_fit(X: np.ndarray, y: np.ndarray, scale: float, ridge: float) -> np.nd
     """Per-type scales and the constant (last) of ``y = X @ s + const``, ridge towards
     ``scale``, all bounded at 0. Where the unconstrained optimum is feasible this is
     plain ridge least squares."""
-    from scipy.optimize import lsq_linear  # scipy comes with scikit-learn
+    from scipy.optimize import lsq_linear
 
     lam = ridge * np.maximum((X ** 2).mean(axis=0), 1e-12)
     prior = np.concatenate([np.diag(np.sqrt(lam)), np.zeros((X.shape[1], 1))], axis=1)

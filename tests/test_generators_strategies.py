@@ -155,3 +155,71 @@ def test_evaluator_config_errors_name_the_field(tmp_path):
     p.write_text(yaml.safe_dump(m))
     with pytest.raises(ManifestError, match="strategy.evaluator.dataset"):
         run_manifest(p, out=tmp_path / "run")
+
+
+def test_trust_region_grows_on_successes_shrinks_on_failures_and_restarts():
+    from dnas_plugins.strategies.generative import LatentTrustRegion
+
+    def better(a, b):
+        return a > b
+
+    tr = LatentTrustRegion(length=0.4, length_init=0.4, length_min=0.1, length_max=0.8, success_tol=2, failure_tol=3)
+    lo, hi = np.zeros(2), np.full(2, 10.0)
+    assert [b.tolist() for b in tr.box(lo, hi)] == [[0, 0], [10, 10]]  # no local run yet: the whole box
+    tr.begin(np.array([5.0, 9.0]), 1.0)
+    box_lo, box_hi = tr.box(lo, hi)
+    assert np.allclose(box_lo, [3, 7]) and np.allclose(box_hi, [7, 10])  # 0.4 of the range, clipped to the box
+    assert tr.update(np.array([5.5, 9.0]), 2.0, better) == "moved" and tr.center == [5.5, 9.0]
+    assert tr.update(np.array([6.0, 9.0]), 3.0, better) == "grown" and tr.length == 0.8
+    assert tr.update(np.array([1.0, 1.0]), 4.0, better) == "moved"
+    assert tr.update(np.array([1.0, 1.0]), 5.0, better) == "grown" and tr.length == 0.8  # capped at length_max
+    changes = [tr.update(np.array([0.0, 0.0]), 0.0, better) for _ in range(9)]
+    assert changes == ["", "", "shrunk"] * 3 and tr.length == 0.1 and tr.center == [1.0, 1.0]
+    assert tr.update(np.array([0.0, 0.0]), 0.0, better) == ""  # a failure resets the success count only
+    tr.update(np.array([0.0, 0.0]), 0.0, better)
+    assert tr.update(np.array([0.0, 0.0]), 0.0, better) == "restart"
+    assert tr.center is None and tr.best is None and tr.length == 0.4 and tr.restarts == 1
+    again = LatentTrustRegion(length=1, length_init=1, length_min=1, length_max=1, success_tol=1, failure_tol=1)
+    again.load_state_dict(tr.state_dict())
+    assert again == tr
+
+
+@pytest.mark.parametrize("name", ["vae_bo", "gan_search"])
+def test_generative_strategies_never_propose_an_evaluated_genotype(name):
+    """Every proposal is a new genotype (checked against all evaluated hashes), so no
+    duplicate is told and every query is new; VAE-BO's sampler proposes inside the
+    trust region once it has started."""
+    from dnas_plugins.generators import GraphGAN, GraphVAE
+    from dnas_plugins.strategies.generative import VAEBO, GANSearch
+    from dnas_plugins.strategies.query import run_queries
+
+    space = _space()
+    if name == "vae_bo":
+        strat = VAEBO(queries=40, pretrain_samples=500)  # a VAE that decodes valid cells
+        strat.generator = GraphVAE(epochs=10, hidden=32, latent_dim=8, batch_size=64, lr=4e-3)
+    else:
+        strat = GANSearch(queries=40, initial=8, per_round=4, top_k=4, candidates=60)
+        strat.generator = GraphGAN(steps=3, hidden=16)
+    asked, told, in_region = [], [], []
+    ask, tell = strat.ask, strat.tell
+
+    def spy_ask(state):
+        g = ask(state)
+        asked.append((g.hash(), state.is_seen(g)))
+        if name == "vae_bo" and strat.tr.center is not None and strat.pending is not None:
+            z, (lo, hi) = strat.pending[2], strat.region()
+            assert np.all(hi - lo < np.subtract(strat.bounds[1], strat.bounds[0]))  # a box inside the latent range
+            in_region.append(bool(np.all(z >= lo - 1e-9) and np.all(z <= hi + 1e-9)))
+        return g
+
+    def spy_tell(state, g, score, new):
+        told.append(new)
+        tell(state, g, score, new)
+
+    strat.ask, strat.tell = spy_ask, spy_tell
+    ev = _table_evaluator()
+    state = run_queries(strat, space, ev, 40, seed=1)
+    assert len(asked) == 40 and not any(seen for _, seen in asked) and all(told)
+    assert len({h for h, _ in asked}) == 40 == len({h["genotype"]["hash"] for h in state.history})
+    if name == "vae_bo":
+        assert in_region and all(in_region)

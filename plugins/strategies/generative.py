@@ -6,6 +6,10 @@
   coordinates, each is decoded, mapped to a genotype by the space, de-duplicated by
   hash and evaluated. Genotypes the sampler did not propose (warm-start seeds,
   random fall-backs) are told to the study at their encoded latent coordinates.
+  After a few queries from the whole latent box the sampler works inside a TuRBO
+  trust region around the incumbent's latent point (LOL-BO): an unsupervised
+  latent space is smooth locally (cells one edit apart lie close), not globally,
+  so a local model of one region is what a few dozen scores can teach a sampler.
 * ``gan_search``: the GA-NAS loop. After an initial random set, every round retrains
   the architecture GAN's discriminator on the best ``top_k`` architectures found so far
   against generated ones (and the generator to fool it), generates ``candidates``
@@ -15,7 +19,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
 
 import numpy as np
 import optuna
@@ -56,11 +61,85 @@ class VAEBOConfig(QueryConfig):
                                       description="the graph_vae settings: {type: graph_vae, latent_dim: ..., ...}")
     pretrain_samples: int = Field(2000, ge=10, description="random genotypes the VAE learns from (no scores used)")
     sampler: Literal["tpe", "gp"] = Field("tpe", description="Optuna sampler over latent coordinates")
-    n_startup: int = Field(10, ge=1, description="random latent points before the sampler models the scores")
+    n_startup: int = Field(5, ge=1, description="queries from the whole latent box before a trust region "
+                           "starts (and random latent points before the sampler models the scores)")
+    trust_region: bool = Field(True, description="sample inside a TuRBO-style box around the incumbent's latent point")
+    tr_length: float = Field(0.4, gt=0, description="initial side of the trust region, as a share of the latent range")
+    tr_length_min: float = Field(0.1, gt=0, description="a trust region shrunk below this restarts (about the "
+                                 "latent distance of genotypes one edit apart: smaller boxes decode to one)")
+    tr_length_max: float = Field(1.6, gt=0, description="largest side of the trust region")
+    tr_success_tol: int = Field(3, ge=1, description="improvements in a row that double the trust region")
+    tr_failure_tol: int = Field(8, ge=1, description="queries without improvement in a row that halve it")
+
+
+@dataclass
+class LatentTrustRegion:
+    """A TuRBO trust region (Eriksson et al., 2019) in latent space, as LOL-BO
+    (Maus et al., 2022) uses it over a VAE: a box centred on the best latent point
+    of the current local run, ``length`` times the latent range wide. It doubles
+    after ``success_tol`` improvements in a row and halves after ``failure_tol``
+    queries without one; shrunk below ``length_min`` the local run ends and the next
+    one starts from the whole latent box (``center`` is ``None`` until its first
+    query; ``started_at`` is the query count when it started). Scores are compared
+    in the evaluator's direction by ``better``."""
+
+    length: float
+    length_init: float
+    length_min: float
+    length_max: float
+    success_tol: int
+    failure_tol: int
+    center: list[float] | None = None
+    best: float | None = None
+    successes: int = 0
+    failures: int = 0
+    restarts: int = 0
+    started_at: int = 0
+
+    def box(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The region inside the global latent box ``[lo, hi]`` (the whole box before
+        the local run has a centre)."""
+        if self.center is None:
+            return lo, hi
+        half = 0.5 * self.length * (hi - lo)
+        c = np.asarray(self.center)
+        return np.maximum(lo, c - half), np.minimum(hi, c + half)
+
+    def begin(self, z: np.ndarray, score: float) -> None:
+        """Start a local run centred on latent point ``z`` (score ``score``)."""
+        self.center, self.best = [float(v) for v in z], float(score)
+        self.length, self.successes, self.failures = self.length_init, 0, 0
+
+    def update(self, z: np.ndarray, score: float, better: Callable[[float, float], bool]) -> str:
+        """Count one answered query at latent point ``z``; returns what changed:
+        ``"moved"`` (new best, same size), ``"grown"``, ``"shrunk"``, ``"restart"``
+        or ``""``."""
+        if self.best is None or better(score, self.best):
+            self.best, self.center = float(score), [float(v) for v in z]
+            self.successes, self.failures = self.successes + 1, 0
+            if self.successes >= self.success_tol:
+                self.length, self.successes = min(2 * self.length, self.length_max), 0
+                return "grown"
+            return "moved"
+        self.successes, self.failures = 0, self.failures + 1
+        if self.failures < self.failure_tol:
+            return ""
+        self.length, self.failures = self.length / 2, 0
+        if self.length >= self.length_min:
+            return "shrunk"
+        self.length, self.center, self.best, self.restarts = self.length_init, None, None, self.restarts + 1
+        return "restart"
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
 
 class VAEBO(QueryStrategy):
-    """Bayesian optimisation (Optuna TPE/GP) over an architecture VAE's latent space."""
+    """Bayesian optimisation (Optuna TPE/GP) over an architecture VAE's latent space,
+    inside a trust region around the incumbent (LOL-BO style)."""
 
     name = "vae_bo"
     description = "latent-space BO: Optuna TPE/GP over an architecture VAE's latent coordinates"
@@ -86,9 +165,24 @@ class VAEBO(QueryStrategy):
         if self.generator.model is None:
             self.pretrain_stats = self.generator.fit(graphs)
         mu = self.generator.encode(graphs)
-        self.bounds = (np.clip(mu.min(0), -6, 0).tolist(), np.clip(mu.max(0), 0, 6).tolist())
+        # The range of the encoded training set: the latent scale is set by the VAE's
+        # (small) KL weight, not N(0, 1), so no fixed clip fits every VAE.
+        self.bounds = (mu.min(0).tolist(), mu.max(0).tolist())
         self.queue = list(state.warm)
+        #: Every score the sampler may learn from, at its latent point: answered
+        #: queries and the free cached / invalid ones (duplicate or invalid decodes).
+        self.trials: list[tuple[list[float], float]] = []
+        self.tr = self._new_trust_region()
+        self.studies = 0
         self._open_study(state)
+
+    def _new_trust_region(self) -> LatentTrustRegion | None:
+        cfg = self.config
+        if not cfg.trust_region:
+            return None
+        return LatentTrustRegion(length=cfg.tr_length, length_init=cfg.tr_length, length_min=cfg.tr_length_min,
+                                 length_max=cfg.tr_length_max, success_tol=cfg.tr_success_tol,
+                                 failure_tol=cfg.tr_failure_tol)
 
     def _pretrain_graphs(self, state: SearchState, rng: np.random.Generator) -> list[Any]:
         seen, graphs = set(), []
@@ -101,28 +195,45 @@ class VAEBO(QueryStrategy):
                 break
         return graphs
 
+    def region(self) -> tuple[np.ndarray, np.ndarray]:
+        """The latent box the sampler proposes in now (the trust region, or the
+        range of the encoded training set without one)."""
+        lo, hi = np.asarray(self.bounds[0], dtype=float), np.asarray(self.bounds[1], dtype=float)
+        return self.tr.box(lo, hi) if self.tr is not None else (lo, hi)
+
     def _open_study(self, state: SearchState) -> None:
+        """A fresh study over :meth:`region`, told every known score inside it. Optuna
+        samplers need one fixed search space per study, so a moved or resized trust
+        region gets a new study (the TuRBO local model sees the points in its region)."""
         cfg = self.config
-        seed = derive_seed(state.seed, "vae_bo", "sampler") % (2**31)
+        seed = derive_seed(state.seed, "vae_bo", "sampler", self.studies) % (2**31)
+        self.studies += 1
         if cfg.sampler == "gp":
             sampler = optuna.samplers.GPSampler(seed=seed, n_startup_trials=cfg.n_startup)
         else:
             sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=cfg.n_startup)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(direction=state.evaluator.direction, sampler=sampler)
-        lo, hi = self.bounds
-        self.dists = {f"z{i}": optuna.distributions.FloatDistribution(lo[i], hi[i]) for i in range(len(lo))}
-        self.pending: tuple[Any, str] | None = None
-        self.trials: list[tuple[dict[str, float], float]] = []
+        lo, hi = self.region()
+        self.dists = {f"z{i}": optuna.distributions.FloatDistribution(float(lo[i]), float(hi[i]))
+                      for i in range(len(lo))}
+        inside = [optuna.trial.create_trial(params=dict(zip(self.dists, z, strict=True)), distributions=self.dists,
+                                            value=v)
+                  for z, v in self.trials if all(lo[i] <= z[i] <= hi[i] for i in range(len(lo)))]
+        self.study.add_trials(inside)
+        self.pending: tuple[Any, str, np.ndarray] | None = None
+        self.stale = False
 
     def ask(self, state: SearchState) -> Genotype:
         if self.queue:
             return self.queue.pop(0)
+        if self.stale:
+            self._open_study(state)
         trial = self.study.ask(self.dists)
         z = np.array([trial.params[k] for k in self.dists])
         g = _decode(state, self.generator.decode(z[None])[0])
         if g is not None and not state.is_seen(g):
-            self.pending = (trial, g.hash())
+            self.pending = (trial, g.hash(), z)
             return g
         if g is not None:
             # Decodes to an evaluated genotype: the sampler learns its known score (free) ...
@@ -135,13 +246,15 @@ class VAEBO(QueryStrategy):
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             self.study.tell(trial, score)
-            self.trials.append((dict(trial.params), float(score)))
+            self.trials.append(([float(v) for v in z], float(score)))
         # ... and the query goes to the nearest unseen genotype around the proposed point
         # (told to the sampler at its own latent mean).
         return self._nearest_unseen(state, z)
 
     def _nearest_unseen(self, state: SearchState, z: np.ndarray) -> Genotype:
-        scales = 0.05 * 1.25 ** np.arange(24)
+        lo, hi = self.region()
+        # Start at a small share of the region's width: a small trust region looks close by.
+        scales = 0.05 * float(np.mean(hi - lo)) * 1.25 ** np.arange(24)
         noise = state.rng.standard_normal((len(scales), 8, len(z)))
         points = (z[None, None, :] + scales[:, None, None] * noise).reshape(-1, len(z))
         for graph in self.generator.decode(points):
@@ -152,31 +265,57 @@ class VAEBO(QueryStrategy):
         return g if g is not None else state.space.sample(state.rng)
 
     def tell(self, state: SearchState, genotype: Genotype, score: float, new: bool) -> None:
+        # The trust region is centred on the latent mean of the best genotype.
+        mean = self.generator.encode([state.space.encode(genotype)])[0]
         if self.pending is not None and self.pending[1] == genotype.hash():
-            trial, _ = self.pending
+            trial, _, z = self.pending
             self.pending = None
             self.study.tell(trial, score)
-            self.trials.append((dict(trial.params), float(score)))
+            self.trials.append(([float(v) for v in z], float(score)))
+        else:
+            # A genotype the sampler did not propose: place it at its latent mean.
+            lo, hi = self.bounds
+            z = [float(np.clip(mean[i], lo[i], hi[i])) for i in range(len(lo))]
+            self.trials.append((z, float(score)))
+            if not self.stale:
+                box_lo, box_hi = self.region()
+                if all(box_lo[i] <= z[i] <= box_hi[i] for i in range(len(z))):
+                    self.study.add_trial(optuna.trial.create_trial(
+                        params=dict(zip(self.dists, z, strict=True)), distributions=self.dists, value=score))
+        if not new or self.tr is None:
             return
-        # A genotype the sampler did not propose: place it at its latent mean.
-        z = self.generator.encode([state.space.encode(genotype)])[0]
-        params = {k: float(np.clip(z[i], d.low, d.high)) for i, (k, d) in enumerate(self.dists.items())}
-        self.study.add_trial(optuna.trial.create_trial(params=params, distributions=self.dists, value=score))
-        self.trials.append((params, float(score)))
+        lo, hi = self.bounds
+        if self.tr.center is not None:
+            change = self.tr.update(np.clip(mean, lo, hi), score, state.evaluator.better)
+            if change == "restart":
+                self.tr.started_at = len(state.history)
+            self.stale = self.stale or bool(change)
+        elif len(state.history) - self.tr.started_at >= self.config.n_startup:
+            # A local run starts at the best of its first n_startup queries (drawn from
+            # the whole latent box).
+            since = state.history[self.tr.started_at:]
+            rev = state.evaluator.direction == "maximize"
+            top = sorted(since, key=lambda h: h["score"], reverse=rev)[0]
+            best = state.space.encode(Genotype.from_json(top["genotype"]))
+            self.tr.begin(np.clip(self.generator.encode([best])[0], lo, hi), top["score"])
+            self.stale = True
 
     def strategy_state(self) -> dict[str, Any]:
         return {"generator": self.generator.state_dict(), "bounds": [list(self.bounds[0]), list(self.bounds[1])],
-                "trials": [[p, v] for p, v in self.trials], "queue": [g.to_json() for g in self.queue]}
+                "trials": [[list(z), v] for z, v in self.trials], "queue": [g.to_json() for g in self.queue],
+                "trust_region": self.tr.state_dict() if self.tr is not None else None, "studies": self.studies}
 
     def load_strategy_state(self, state: SearchState, saved: dict[str, Any]) -> None:
         if self.generator is None:
             self.generator = _make_generator(self.config.generator, "graph_vae")
         self.generator.load_state_dict(saved["generator"])
         self.bounds = (list(saved["bounds"][0]), list(saved["bounds"][1]))
+        self.trials = [([float(v) for v in z], float(s)) for z, s in saved["trials"]]
+        self.tr = self._new_trust_region()
+        if self.tr is not None and saved.get("trust_region"):
+            self.tr.load_state_dict(saved["trust_region"])
+        self.studies = int(saved.get("studies", 0))
         self._open_study(state)
-        for params, value in saved["trials"]:
-            self.study.add_trial(optuna.trial.create_trial(params=dict(params), distributions=self.dists, value=value))
-            self.trials.append((dict(params), float(value)))
         self.queue = [Genotype.from_json(g) for g in saved["queue"]]
 
     def generator_tensors(self) -> dict[str, dict[str, Any]]:
@@ -191,9 +330,9 @@ class VAEBO(QueryStrategy):
 class GANSearchConfig(QueryConfig):
     generator: dict[str, Any] = Field(default_factory=lambda: {"type": "graph_gan"},
                                       description="the graph_gan settings: {type: graph_gan, steps: ..., ...}")
-    initial: int = Field(20, ge=1, description="random genotypes queried before the first GAN round")
+    initial: int = Field(10, ge=1, description="random genotypes queried before the first GAN round")
     top_k: int = Field(10, ge=1, description="best genotypes so far that the discriminator treats as real")
-    per_round: int = Field(10, ge=1, description="queries per round")
+    per_round: int = Field(5, ge=1, description="queries per round (smaller: the top set is updated more often)")
     candidates: int = Field(500, ge=1, description="graphs generated per round, ranked by the discriminator")
 
 

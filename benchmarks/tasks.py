@@ -250,7 +250,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             ref = r["reference"]
             print(f"{'':>{len(r['task'])}}  published {ref['metric']} {ref['value']:.2f}: {ref['source']}")
     wins = sum(r["delta"] > 0 for r in rows)
-    print(f"\nsearched beats baseline on {wins} of {len(rows)} tasks (median over seeds {rows[0]['seeds'] if rows else []})")
+    seeds = {tuple(r["seeds"]) for r in rows}
+    if len(seeds) <= 1:
+        where = f"median over seeds {rows[0]['seeds'] if rows else []}"
+    else:
+        where = "median over each row's seeds: " + ", ".join(f"{r['task']} {r['seeds']}" for r in rows)
+    print(f"\nsearched beats baseline on {wins} of {len(rows)} tasks ({where})")
 
 
 def main() -> None:
@@ -300,15 +305,16 @@ def main() -> None:
 
 def merge(args) -> None:
     """One result file and table from the files of a run made in parts."""
-    rows, seconds, seeds = {}, 0.0, None
-    for path in args.merge:
+    rows, seconds, seeds = {}, 0.0, set()
+    for path in args.merge:  # a later file's row of a task replaces an earlier one
         d = json.loads(path.read_text())
         seconds += d["total_seconds"]
-        seeds = d["seeds"]
         for key in ("quick", "max_search_epochs", "max_train_epochs", "limit_train"):
             setattr(args, key, d[key])
         rows.update({r["manifest"]: r for r in d["tasks"]})
-    args.seeds = seeds
+    for r in rows.values():
+        seeds.update(r["seeds"])
+    args.seeds = sorted(seeds)  # each row keeps its own "seeds"
     ordered = [rows[k] for k in sorted(rows)]
     print_table(ordered)
     print(f"total compute time {seconds / 60:.1f} min (sum over the parts)")

@@ -13,6 +13,12 @@ run starts from a copy of it; its training time is reported separately.
 
     python benchmarks/query_efficiency.py            # 20 seeds, 300 queries
     python benchmarks/query_efficiency.py --quick    # smoke run (< 1 minute)
+
+On a shared machine the data sets can run as separate processes and be merged into
+the one JSON a full run writes (the VAE is trained with the same seed in each)::
+
+    python benchmarks/query_efficiency.py --datasets cifar10 --out /tmp/qe_cifar10.json   # one per data set
+    python benchmarks/query_efficiency.py --merge /tmp/qe_cifar10.json /tmp/qe_cifar100.json /tmp/qe_imagenet16.json
 """
 
 from __future__ import annotations
@@ -93,6 +99,40 @@ def summarise(curves: list[list[float]], at: list[int]) -> dict[str, dict[str, f
     return out
 
 
+def print_header(ds: str, entry: dict, seeds: int, at: list[int]) -> None:
+    print(f"\n{ds}: best test accuracy after N queries, median [IQR] over {seeds} seeds "
+          f"(optimum {entry['optimum']:.2f}, goal {entry['goal']})")
+    print(f"{'strategy':<14}" + "".join(f"{q:>22}" for q in at) + f"{'s/run':>8}")
+
+
+def print_row(name: str, row: dict) -> None:
+    cells = "".join(f"{s['median']:>8.2f} [{s['q25']:.2f},{s['q75']:.2f}]" for s in row["best_after"].values())
+    print(f"{name:<14}{cells}{row['median_seconds_per_run']:>8.1f}", flush=True)
+
+
+def merge(paths: list[str], out: str) -> None:
+    """One results JSON from per-data-set runs of the same seeds and budget."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    first = parts[0]
+    for p, part in zip(paths, parts, strict=True):
+        if part["seeds"] != first["seeds"] or part["queries_at"] != first["queries_at"]:
+            raise SystemExit(f"{p}: {part['seeds']} seeds at {part['queries_at']} queries, but {paths[0]} has "
+                             f"{first['seeds']} at {first['queries_at']}: merge runs of one budget only")
+    results = {"queries_at": first["queries_at"], "seeds": first["seeds"], "vae": first["vae"], "datasets": {}}
+    for ds in DATASETS:
+        for p, part in zip(paths, parts, strict=True):
+            if ds in part["datasets"]:
+                if ds in results["datasets"]:
+                    raise SystemExit(f"{p}: data set {ds} is in more than one file")
+                results["datasets"][ds] = part["datasets"][ds]
+    for ds, entry in results["datasets"].items():
+        print_header(ds, entry, results["seeds"], results["queries_at"])
+        for name, row in entry["strategies"].items():
+            print_row(name, row)
+    Path(out).write_text(json.dumps(results, indent=1))
+    print(f"\nwrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, 50 queries, CIFAR-10 only")
@@ -102,7 +142,12 @@ def main() -> None:
     ap.add_argument("--strategies", nargs="*", default=list(STRATEGIES))
     ap.add_argument("--vae-epochs", type=int, default=60)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "query_efficiency.json"))
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="write --out from per-data-set result files instead of running")
     args = ap.parse_args()
+    if args.merge:
+        merge(args.merge, args.out)
+        return
     if args.quick:
         args.seeds, args.queries, args.datasets, args.vae_epochs = 2, 50, ["cifar10"], 15
         args.out = args.out.replace(".json", "_quick.json")
@@ -122,9 +167,7 @@ def main() -> None:
     for ds in args.datasets:
         optimum = float(table.acc[:, DATASETS.index(ds)].max())
         results["datasets"][ds] = {"optimum": optimum, "goal": GOALS[ds], "strategies": {}}
-        print(f"\n{ds}: best test accuracy after N queries, median [IQR] over {args.seeds} seeds "
-              f"(optimum {optimum:.2f}, goal {GOALS[ds]})")
-        print(f"{'strategy':<14}" + "".join(f"{q:>22}" for q in at) + f"{'s/run':>8}")
+        print_header(ds, results["datasets"][ds], args.seeds, at)
         for name in args.strategies:
             curves, secs = [], []
             for seed in range(args.seeds):
@@ -137,8 +180,7 @@ def main() -> None:
                 "best_after": summ, "median_seconds_per_run": float(np.median(secs)),
                 "queries_to_goal": reach, "share_reaching_goal": float(np.mean([r is not None for r in reach])),
             }
-            cells = "".join(f"{s['median']:>8.2f} [{s['q25']:.2f},{s['q75']:.2f}]" for s in summ.values())
-            print(f"{name:<14}{cells}{np.median(secs):>8.1f}", flush=True)
+            print_row(name, results["datasets"][ds]["strategies"][name])
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(results, indent=1))  # after every row: partial runs keep data
     print(f"\nwrote {args.out}")

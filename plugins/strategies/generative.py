@@ -310,7 +310,9 @@ class VAEBO(QueryStrategy):
             self.generator = _make_generator(self.config.generator, "graph_vae")
         self.generator.load_state_dict(saved["generator"])
         self.bounds = (list(saved["bounds"][0]), list(saved["bounds"][1]))
-        self.trials = [([float(v) for v in z], float(s)) for z, s in saved["trials"]]
+        # Checkpoints of the single-study version kept Optuna params ({"z0": ...}).
+        self.trials = [([float(v) for v in (z.values() if isinstance(z, dict) else z)], float(s))
+                       for z, s in saved["trials"]]
         self.tr = self._new_trust_region()
         if self.tr is not None and saved.get("trust_region"):
             self.tr.load_state_dict(saved["trust_region"])

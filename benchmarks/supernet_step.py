@@ -8,8 +8,10 @@ repeated to 3 channels (``../shared/data/vision/fashion-mnist``), the same batch
 every implementation.
 
 Every configuration runs in a fresh subprocess, so that its peak memory is its own:
-``peak`` is the child's peak RSS (``getrusage``), ``extra`` that peak minus the RSS just
-before the supernet was built (data loaded, libraries imported). The child times
+``peak`` is the child's peak RSS (``getrusage``) when its last step has run (what an
+implementation does after its search, such as dnas writing its report, is not the
+step), ``extra`` that peak minus the RSS just before the supernet was built (data
+loaded, libraries imported). The child times
 ``--warmup`` steps, then ``--steps`` steps, reports their median, counts the FLOPs of
 one more step with ``torch.utils.flop_counter.FlopCounterMode`` and finally times a
 4096^3 fp32 matmul in the same process (achieved GFLOP/s = step FLOPs / median time).
@@ -123,6 +125,7 @@ class StepTimer:
         self.n = 0
         self.t0 = 0.0
         self.flops = None
+        self.peak_mb: float | None = None
         self._counter = None
 
     @property
@@ -143,6 +146,9 @@ class StepTimer:
             self._counter.__exit__(None, None, None)
             self.flops = self._counter.get_total_flops()
             self._counter = None
+            # the peak of the stepping, before whatever the implementation does after its
+            # search (dnas: derive, evaluate, write the report with its plots)
+            self.peak_mb = peak_rss_mb()
         elif self.n >= self.warmup and len(self.times) < self.steps:
             self.times.append(dt)
         self.n += 1
@@ -156,7 +162,7 @@ class StepTimer:
 
 
 def finish(result: dict, timer: StepTimer, torch, baseline_mb: float) -> dict:
-    peak = peak_rss_mb()
+    peak = timer.peak_mb if timer.peak_mb is not None else peak_rss_mb()
     result.update({
         "step_s": [round(t, 4) for t in timer.times],
         "median_s": statistics.median(timer.times) if timer.times else None,

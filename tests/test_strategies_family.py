@@ -176,6 +176,30 @@ def test_gdas_forward_computes_only_the_sampled_op(digits) -> None:
     assert alpha.grad is not None and alpha.grad.abs().sum() > 0
 
 
+def test_gdas_arch_step_survives_a_cell_cut_off_from_its_input(digits) -> None:
+    """Gumbel-max can draw ``none`` on every edge into the output node: the sampled
+    network's loss then does not depend on the logits (nor, in the architecture step, on
+    anything that requires a gradient). That step changes nothing instead of failing."""
+    from dnas_core import get_plugin_manager
+    from dnas_search_spaces.nb201 import OPS
+
+    strategy = get_plugin_manager().registries.strategies.create("gdas", {"epochs": 1})
+    torch.manual_seed(0)
+    net = _space().build_supernet(digits).train()
+    net.body.weight_fn = strategy.weight_fn
+    with torch.no_grad():  # every edge all but certain to draw `none`
+        net.body.alpha.zero_()
+        net.body.alpha[:, OPS.index("none")] = 1e4
+    strategy._weights = [p for n, p in net.named_parameters() if not n.endswith("alpha")]
+    a_opt = torch.optim.Adam(net.body.arch_parameters(), lr=0.1)
+    before = net.body.alpha.detach().clone()
+    batch = _batch(digits, 8)
+    loss = strategy.arch_step(net, batch, batch, torch.nn.CrossEntropyLoss(), a_opt, None, _NoAutocast())
+    assert math.isfinite(loss)
+    assert torch.equal(net.body.alpha.detach(), before)
+    assert all(p.requires_grad for p in strategy._weights)  # the weights are unfrozen again
+
+
 def test_gumbel_temperature_schedule() -> None:
     from dnas_plugins.strategies._gumbel import temperature
 

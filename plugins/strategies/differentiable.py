@@ -164,6 +164,12 @@ class DifferentiableStrategy(Strategy):
             guard = self._divergence_guard()
             if not guard.loss_ok(loss, self.epoch, self._optimizers):
                 return float("nan")
+            if not loss.requires_grad:
+                # The loss does not depend on the architecture: a sampled cell whose
+                # output is cut off from its input (GDAS drew ``none`` on every edge
+                # into the output node) computes zeros whatever the logits. Their
+                # gradient is exactly zero, so there is nothing to update.
+                return float(loss.detach())
             loss.backward()
             norm = nn.utils.clip_grad_norm_(net.body.arch_parameters(), float("inf"))
             if not guard.grads_ok(norm, self.epoch, self._optimizers):

@@ -59,3 +59,22 @@ def test_two_gloo_processes_match_one_process(tmp_path, pm):
         assert a1[k].abs().max().item() > 0.05  # it moved far from its 1e-3 initialisation
         assert torch.allclose(a1[k], a2[k], atol=1e-5, rtol=0), (a1[k] - a2[k]).abs().max()
     assert two["genotype"] == one["genotype"]["text"]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without torch.distributed")
+def test_per_rank_batch_norm_keeps_ranks_identical_but_is_not_the_one_process_run(tmp_path, pm):
+    """``sync_batch_norm: false``: each rank normalises with its own half batch (plain
+    DDP). Gradients are still averaged, so the ranks agree exactly; the result is no
+    longer the one-process computation."""
+    spec = {**MANIFEST, "strategy": {**MANIFEST["strategy"], "sync_batch_norm": False}}
+    m = tmp_path / "ddp.yaml"
+    m.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "DNAS_PROGRESS": "0", "DNAS_DIST_BACKEND": "gloo"}
+    proc = subprocess.run([sys.executable, "-m", "dnas_core", "run", str(m), "--out", str(tmp_path / "two"),
+                           "--nproc", "2"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = RunDir(tmp_path / "two").read_json("search_summary.json")
+    assert summary["data_parallel"] == {"world_size": 2, "max_arch_difference_between_ranks": 0.0}
+    one_dir, _ = run_manifest(m, out=tmp_path / "one", pm=pm)  # one process: batch norm over all 32
+    a1, a2 = alpha(one_dir), alpha(tmp_path / "two")
+    assert max((a1[k] - a2[k]).abs().max().item() for k in a1) > 1e-4

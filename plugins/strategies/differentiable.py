@@ -32,6 +32,7 @@ gradient is computed; during the weight step the logits do not.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from typing import Any, Iterator, Optional
 
@@ -62,6 +63,10 @@ class DifferentiableConfig(ComponentConfig):
     arch_beta2: float = Field(0.999, ge=0, lt=1)
     warmup_epochs: int = Field(0, ge=0, description="epochs of weight-only training before architecture updates")
     eval_supernet: bool = Field(True, description="evaluate the supernet on the validation split every epoch")
+    sync_batch_norm: bool = Field(
+        True, description="data-parallel runs (--nproc): batch norm with the statistics of the global batch, so "
+        "that N processes compute what one process would (one all-reduce per batch norm call); false: per-rank "
+        "statistics, as plain DDP does (fewer round trips, the usual choice for throughput)")
     stop_at_skips: Optional[int] = Field(
         None, ge=1, description="DARTS+ early stop: end the search once the derived cell has at least this many "
         "skip connections (checked after each epoch past warmup_epochs; null: never)")
@@ -283,7 +288,8 @@ class DifferentiableStrategy(Strategy):
                 for batch in iterate_batches(train, cfg.batch_size, shuffle=True, generator=gen,
                                              drop_last=len(train) > cfg.batch_size, device=device):
                     (xw, yw), self._share_w = ddp.shard_batch(batch)  # this rank's slice of the global batch
-                    with ddp.global_batch_norm():  # data-parallel: batch norm over the global batch
+                    # data-parallel: batch norm over the global batch (unless sync_batch_norm is off)
+                    with ddp.global_batch_norm() if cfg.sync_batch_norm else contextlib.nullcontext():
                         if epoch >= cfg.warmup_epochs:
                             batch_a, self._share_a = ddp.shard_batch(next(val_batches))
                             a_loss = self.arch_step(net, batch_a, (xw, yw), loss_fn, a_opt, w_opt, backend)

@@ -223,3 +223,19 @@ def test_generative_strategies_never_propose_an_evaluated_genotype(name):
     assert len({h for h, _ in asked}) == 40 == len({h["genotype"]["hash"] for h in state.history})
     if name == "vae_bo":
         assert in_region and all(in_region)
+
+
+def test_vae_bo_gp_sampler_polishes_the_acquisition_with_the_configured_runs():
+    """``sampler: gp`` uses Optuna's GPSampler with ``gp_local_search`` L-BFGS-B runs per
+    proposal (the cost that made it slow), and still proposes only unseen genotypes."""
+    import optuna
+    from dnas_plugins.generators import GraphVAE
+    from dnas_plugins.strategies.generative import VAEBO
+    from dnas_plugins.strategies.query import run_queries
+
+    strat = VAEBO(queries=20, pretrain_samples=300, sampler="gp", gp_local_search=3)
+    strat.generator = GraphVAE(epochs=5, hidden=32, latent_dim=8, batch_size=64, lr=4e-3)
+    state = run_queries(strat, _space(), _table_evaluator(), 20, seed=0)
+    assert isinstance(strat.study.sampler, optuna.samplers.GPSampler)
+    assert strat.study.sampler._n_local_search == 3
+    assert len({h["genotype"]["hash"] for h in state.history}) == 20

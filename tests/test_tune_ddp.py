@@ -37,15 +37,21 @@ def alpha(run_dir: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in net.items() if k.endswith("alpha")}
 
 
-@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without torch.distributed")
-def test_two_gloo_processes_match_one_process(tmp_path, pm):
+def run_two_processes(spec: dict, tmp_path: Path) -> tuple[Path, dict]:
+    """``dnas run --nproc 2`` (gloo) of ``spec`` into ``tmp_path/two``: the manifest path
+    and the result line that rank 0 alone prints."""
     m = tmp_path / "ddp.yaml"
-    m.write_text(yaml.safe_dump(MANIFEST))
+    m.write_text(yaml.safe_dump(spec))
     env = {**os.environ, "DNAS_PROGRESS": "0", "DNAS_DIST_BACKEND": "gloo"}
     proc = subprocess.run([sys.executable, "-m", "dnas_core", "run", str(m), "--out", str(tmp_path / "two"),
                            "--nproc", "2"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    two = json.loads(proc.stdout.strip().splitlines()[-1])  # rank 0 alone prints the result
+    return m, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without torch.distributed")
+def test_two_gloo_processes_match_one_process(tmp_path, pm):
+    m, two = run_two_processes(MANIFEST, tmp_path)
     one_dir, one = run_manifest(m, out=tmp_path / "one", pm=pm)
 
     # Only rank 0 wrote: one run directory, one record per epoch.
@@ -67,12 +73,7 @@ def test_per_rank_batch_norm_keeps_ranks_identical_but_is_not_the_one_process_ru
     DDP). Gradients are still averaged, so the ranks agree exactly; the result is no
     longer the one-process computation."""
     spec = {**MANIFEST, "strategy": {**MANIFEST["strategy"], "sync_batch_norm": False}}
-    m = tmp_path / "ddp.yaml"
-    m.write_text(yaml.safe_dump(spec))
-    env = {**os.environ, "DNAS_PROGRESS": "0", "DNAS_DIST_BACKEND": "gloo"}
-    proc = subprocess.run([sys.executable, "-m", "dnas_core", "run", str(m), "--out", str(tmp_path / "two"),
-                           "--nproc", "2"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    m, _ = run_two_processes(spec, tmp_path)
     summary = RunDir(tmp_path / "two").read_json("search_summary.json")
     assert summary["data_parallel"] == {"world_size": 2, "max_arch_difference_between_ranks": 0.0}
     one_dir, _ = run_manifest(m, out=tmp_path / "one", pm=pm)  # one process: batch norm over all 32

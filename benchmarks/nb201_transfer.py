@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--C", type=int, default=8, help="supernet width (NAS-Bench-201: 16)")
     ap.add_argument("--N", type=int, default=1, help="cells per stage (NAS-Bench-201: 5)")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads per search")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="searches run at once, each in its own process (e.g. --jobs 2 --threads 1 on 2 cores)")
     ap.add_argument("--strategies", nargs="*", help="labels or types to run (default: all)")
     ap.add_argument("--data", type=Path, default=DATA, help="data root (default ../shared/data)")
     ap.add_argument("--table", type=Path, default=None, help="NAS-Bench-201 CSV (default: <data>/nas/...)")
@@ -132,17 +134,40 @@ def main(argv: list[str] | None = None) -> int:
     records: dict[str, list[dict]] = {label: [] for label, _ in chosen}
     t_all = time.perf_counter()
     # Seed-major order, with the table and JSON rewritten after every search: a run cut
-    # short still covers every strategy.
+    # short still covers every strategy. With --jobs N, N searches run at once in
+    # separate processes of --threads threads each.
+    work = [(label, cfg, seed) for seed in range(args.seeds) for label, cfg in chosen]
+
+    def done(label: str, seed: int, rec: dict) -> None:
+        records[label].append(rec)
+        records[label].sort(key=lambda r: r["seed"])
+        print(f"  {label:18s} seed {seed}: {rec['arch']}  CIFAR-10 {rec['cifar10']:.2f} %  "
+              f"({rec['search_seconds']:.0f} s)", file=sys.stderr, flush=True)
+        report(records, args, table, time.perf_counter() - t_all, final=False)
+
     with tempfile.TemporaryDirectory(prefix="dnas-transfer-") as tmp:
-        for seed in range(args.seeds):
-            for label, cfg in chosen:
-                rec = search_once(label, cfg, seed, args, Path(tmp))
-                records[label].append(rec)
-                print(f"  {label:18s} seed {seed}: {rec['arch']}  CIFAR-10 {rec['cifar10']:.2f} %  "
-                      f"({rec['search_seconds']:.0f} s)", file=sys.stderr, flush=True)
-                report(records, args, table, time.perf_counter() - t_all, final=False)
+        if args.jobs == 1:
+            for label, cfg, seed in work:
+                done(label, seed, search_once(label, cfg, seed, args, Path(tmp)))
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                                     initargs=(args.threads,)) as pool:
+                futures = {pool.submit(search_once, label, cfg, seed, args, Path(tmp)): (label, seed)
+                           for label, cfg, seed in work}
+                for fut in as_completed(futures):
+                    done(*futures[fut], fut.result())
     report(records, args, table, time.perf_counter() - t_all, final=True)
     return 0
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    os.environ.setdefault("DNAS_PROGRESS", "0")
+    torch.set_num_threads(threads)
 
 
 def report(records: dict[str, list[dict]], args: argparse.Namespace, table, wall: float, final: bool) -> None:
@@ -163,8 +188,10 @@ def report(records: dict[str, list[dict]], args: argparse.Namespace, table, wall
 
     random_mean = float(table.acc[:, 0].mean())
     n_seeds = max(len(v) for v in records.values())
+    jobs = getattr(args, "jobs", 1)
     header = (f"NAS-Bench-201 transfer: search on Fashion-MNIST ({args.limit_train} images, {args.epochs} epochs, "
-              f"C={args.C}, N={args.N}, batch {args.batch_size}, {args.threads} threads), {n_seeds} seed(s); "
+              f"C={args.C}, N={args.N}, batch {args.batch_size}, {args.threads} thread(s) per search"
+              + (f", {jobs} searches at a time" if jobs > 1 else "") + f"), {n_seeds} seed(s); "
               "table accuracy (%) of the derived cell, mean +- std over seeds")
     lines = [header, "",
              f"{'strategy':18s} {'CIFAR-10':>14s} {'CIFAR-100':>14s} {'ImageNet16':>14s} {'top % (C10)':>12s} "

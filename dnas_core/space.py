@@ -60,6 +60,10 @@ class Supernet(nn.Module):
     :class:`MixWeights` of one forward pass (softmax for DARTS, Gumbel for GDAS, ...).
     """
 
+    #: The column label of the zero operation (output all zeros) in the architecture
+    #: tensors, if the space has one; strategies that search without it (Fair DARTS) use it.
+    zero_op: str | None = None
+
     def __init__(self) -> None:
         super().__init__()
         self.weight_fn: WeightFn = softmax_weights

@@ -414,3 +414,73 @@ def test_hard_path_arch_gradient_is_finite_in_channels_last() -> None:
         got = torch.autograd.grad((cell(x.contiguous(memory_format=cl), MixWeights(w, idx)) * up).sum(), alpha)[0]
         cell.to(memory_format=torch.contiguous_format)
         torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+
+
+# -- derived cells: never cut off from the input; operations taken out of the search -----------
+
+
+def test_nb201_derive_never_returns_a_cell_cut_off_from_its_input(digits) -> None:
+    from dnas_search_spaces.nb201 import OPS
+    from dnas_search_spaces.nb201.ops import input_nodes
+
+    space = _space()
+    net = space.build_supernet(digits)
+    conv, none = OPS.index("nor_conv_3x3"), OPS.index("none")
+    with torch.no_grad():
+        net.body.alpha.zero_()
+        net.body.alpha[:, conv] = 1.0
+    assert space.derive(net).spec == ("nor_conv_3x3",) * 6  # a connected arg-max is kept as it is
+    with torch.no_grad():
+        net.body.alpha[3:, none] = 2.0  # every edge into the output node: none
+        net.body.alpha[4, conv] = 1.9  # ... but 1 <- conv is the closest runner-up
+    derived = space.derive(net).spec
+    assert 3 in input_nodes(derived)
+    # the most probable connected cell changes the one edge that costs the least
+    assert derived == ("nor_conv_3x3",) * 3 + ("none", "nor_conv_3x3", "none")
+
+
+def test_fair_darts_searches_without_the_zero_op(tmp_path) -> None:
+    import json
+
+    from dnas_core.orchestrator import run_manifest
+
+    m = _tiny({"type": "fair_darts", "epochs": 2})
+    m["train"]["epochs"], m["export"] = 0, None
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(m))
+    run_dir, result = run_manifest(path, out=tmp_path / "run")
+    assert "none" not in result["genotype"]["spec"]
+    summary = json.loads((run_dir / "search_summary.json").read_text())
+    cols = summary["arch_labels"][0][2]
+    # pinned through every update: weight exactly 0 after Adam's steps and weight decay
+    assert all(row[cols.index("none")] == 0.0 for row in summary["arch_weights"][summary["arch_labels"][0][0]])
+
+
+@pytest.mark.parametrize(("strategy", "exclude", "message"), [
+    ("darts", ["sep_conv_3x3"], "not among the search space's operations"),
+    ("darts", ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"], "leaves no operation"),
+    ("drnas", ["none"], "drnas does not support"),
+])
+def test_exclude_ops_errors_name_the_field(tmp_path, strategy, exclude, message) -> None:
+    from dnas_core import IncompatibleError
+    from dnas_core.orchestrator import run_manifest
+
+    m = _tiny({"type": strategy, "exclude_ops": exclude})
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(m))
+    with pytest.raises(IncompatibleError, match=message) as err:
+        run_manifest(path, out=tmp_path / "run")
+    assert "strategy.exclude_ops" in str(err.value)
+
+
+def test_gdas_never_samples_an_excluded_op(digits) -> None:
+    from dnas_search_spaces.nb201 import OPS
+
+    s = _strategy("gdas", exclude_ops=["none", "skip_connect"])
+    body = _space().build_supernet(digits).body
+    excluded = s._excluded_columns(body)
+    assert [idx for _, idx in excluded] == [[OPS.index("none"), OPS.index("skip_connect")]]
+    s._pin_excluded(body, excluded)
+    s.on_epoch_start(0, body)  # tau 10: close to uniform sampling
+    drawn = torch.stack([s.weight_fn(body.alpha).index for _ in range(200)])
+    assert not torch.isin(drawn, torch.tensor([OPS.index("none"), OPS.index("skip_connect")])).any()

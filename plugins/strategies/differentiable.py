@@ -40,7 +40,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from dnas_core import ComponentConfig, MixWeights, RunFailed, SearchOutcome, Strategy
+from dnas_core import ComponentConfig, IncompatibleError, MixWeights, RunFailed, SearchOutcome, Strategy
 from dnas_core import distributed as ddp
 from dnas_core import runstore
 from dnas_core.constraints import SupernetConstraint
@@ -70,9 +70,17 @@ class DifferentiableConfig(ComponentConfig):
     stop_at_skips: Optional[int] = Field(
         None, ge=1, description="DARTS+ early stop: end the search once the derived cell has at least this many "
         "skip connections (checked after each epoch past warmup_epochs; null: never)")
+    exclude_ops: list[str] = Field(
+        default_factory=list, description="operations taken out of the search space, by name (e.g. [none]): their "
+        "logits are pinned at -10,000, so they get no weight, are never sampled and are never derived")
     latency_weight: float = Field(
         1.0, ge=0, description="weight of the expected-latency penalty relu(E[latency]/max_latency_ms - 1), "
         "used when the manifest sets constraints.max_latency_ms and the space has a latency model")
+
+
+#: The logit an excluded operation is pinned at: softmax and sigmoid give it exactly 0 in
+#: float32, Gumbel sampling never draws it, and an arg-max never picks it.
+EXCLUDED_LOGIT = -1e4
 
 
 #: Operation names without parameters, across dnas's spaces (NAS-Bench-201, DARTS, mobile).
@@ -242,6 +250,7 @@ class DifferentiableStrategy(Strategy):
         self._weights = [p for p in net.parameters() if id(p) not in arch_ids]
         w_opt, a_opt = self.make_optimizers(net)
         self._optimizers = [w_opt, a_opt]
+        excluded = self._excluded_columns(body)
         self._guard = guard = DivergenceGuard.from_train_config("search", run.manifest.train)
         loss_fn = task.loss_fn().to(device)
         self._latency_constraint = SupernetConstraint.for_run(run, net)
@@ -259,6 +268,9 @@ class DifferentiableStrategy(Strategy):
         elif run.manifest.extends_runs:
             # Transfer: start from the supernet body of earlier runs of this space (dnas_core.runstore).
             runstore.warm_start_supernet(run, net)
+        if excluded:  # pinned now and after every update (Adam's weight decay would move them)
+            self._pin_excluded(body, excluded)
+            a_opt.register_step_post_hook(lambda opt, args, kwargs: self._pin_excluded(body, excluded))
         # Data-parallel (dnas_core.distributed): every rank starts from rank 0's state and
         # the architecture gradients are averaged before every architecture update,
         # whichever arch_step a subclass implements.
@@ -344,6 +356,44 @@ class DifferentiableStrategy(Strategy):
         if self._latency_constraint is not None:  # the fastest-enough likely architecture
             outcome.genotype, summary["latency_constraint"] = self._latency_constraint.derive(space, net)
         return outcome
+
+    #: Whether ``exclude_ops`` works with this strategy's ``weight_fn`` (it needs logits
+    #: for which -10,000 means "never": softmax, sigmoid, Gumbel sampling).
+    supports_exclude_ops: bool = True
+
+    def _excluded_columns(self, body: Supernet) -> list[tuple[nn.Parameter, list[int]]]:
+        """For each architecture tensor, the columns (operations) ``exclude_ops`` names;
+        a clear error for a name the space does not have or a tensor left without any."""
+        names = list(self.config.exclude_ops)
+        zero = body.zero_op if getattr(self.config, "exclude_zero_op", False) else None
+        if zero and zero not in names:
+            names.append(zero)
+        if not names:
+            return []
+        if not self.supports_exclude_ops:
+            raise IncompatibleError(f"strategy.exclude_ops: {self.name} does not support excluding operations "
+                                    "(its architecture parameters are not logits)")
+        out, seen, all_cols = [], set(), set()
+        for (tensor, _, cols), p in zip(body.arch_labels(), body.arch_parameters(), strict=True):
+            all_cols.update(cols)
+            idx = [k for k, c in enumerate(cols) if c in names]
+            if not idx:
+                continue
+            if len(idx) == len(cols):
+                raise IncompatibleError(f"strategy.exclude_ops: {names} leaves no operation in {tensor!r}")
+            seen.update(cols[k] for k in idx)
+            out.append((p, idx))
+        unknown = [n for n in self.config.exclude_ops if n not in seen]
+        if unknown:
+            raise IncompatibleError(f"strategy.exclude_ops: {unknown} not among the search space's operations "
+                                    f"{sorted(all_cols)}")
+        return out
+
+    @staticmethod
+    @torch.no_grad()
+    def _pin_excluded(body: Supernet, excluded: list[tuple[nn.Parameter, list[int]]]) -> None:
+        for p, idx in excluded:
+            p[..., idx] = EXCLUDED_LOGIT
 
     def extra_state(self) -> dict[str, Any]:
         """Strategy state to checkpoint besides the networks and optimizers."""

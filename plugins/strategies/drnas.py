@@ -35,6 +35,7 @@ class DrNAS(DifferentiableStrategy):
     name = "drnas"
     description = "DrNAS: Dirichlet distribution over ops, reparameterised samples, KL anchor"
     Config = DrNASConfig
+    supports_exclude_ops = False  # elu(-1e4) + 1 = 0 is not a valid Dirichlet concentration
 
     def weight_fn(self, alpha: torch.Tensor) -> MixWeights:
         conc = concentration(alpha)

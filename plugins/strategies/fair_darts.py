@@ -7,6 +7,11 @@ skip connections crowd out convolutions), plus the zero-one loss
 weighted by ``zero_one_weight`` (paper: 10), which pushes every weight towards 0 or 1
 so that the discretised cell matches the supernet. The derived op of an edge is the
 one with the largest sigmoid weight (same as the largest logit).
+
+The zero operation (``none``) is excluded by default, as in the paper: it multiplies
+zeros, so the task loss never moves its weight, and with independent sigmoids the
+zero-one loss alone would push it to 0 or 1 depending on its random start; on
+NAS-Bench-201 that derived cells whose output edges were all ``none``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ from .differentiable import DifferentiableConfig, DifferentiableStrategy
 
 class FairDARTSConfig(DifferentiableConfig):
     zero_one_weight: float = Field(10.0, ge=0, description="weight of the zero-one loss (Fair DARTS: 10)")
+    exclude_zero_op: bool = Field(
+        True, description="search without the space's zero operation (none), as Fair DARTS does: its sigmoid "
+        "weight gets no gradient from the task loss, only the zero-one loss's push away from 0.5, so it would "
+        "end at 0 or 1 by chance")
 
 
 def zero_one_loss(alpha: torch.Tensor) -> torch.Tensor:

@@ -129,6 +129,8 @@ class DARTSBody(Supernet):
     """The supernet body: ``layers`` search cells; normal cells share ``alpha_normal``,
     reduction cells ``alpha_reduce`` (each 14 edges x 8 operations)."""
 
+    zero_op = "none"
+
     def __init__(self, C: int, layers: int, stem_multiplier: int = 3, init_scale: float = 1e-3):
         super().__init__()
         self.alpha_normal = nn.Parameter(init_scale * torch.randn(len(EDGES), len(OPS)))

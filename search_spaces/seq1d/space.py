@@ -88,6 +88,8 @@ def _stage_layers(c: int, n: int, stages: int, make_cell) -> tuple[list[nn.Modul
 class Seq1DBody(Supernet):
     """The supernet body: search cells sharing one (6, 10) logit tensor."""
 
+    zero_op = "none"
+
     def __init__(self, C: int, N: int, stages: int, heads: int, init_scale: float = 1e-3):
         super().__init__()
         self.alpha = nn.Parameter(init_scale * torch.randn(len(EDGES), len(OPS)))

@@ -111,7 +111,8 @@ class TestRecsysSpaceWithLinearTerm(SearchSpaceContract):
 
 def test_recsys_linear_term_is_a_per_user_and_per_item_bias():
     task = _ml()
-    space = _reg().spaces.create("recsys", {"emb_dims": [4, 8], "ops": ["dot", "linear"]})
+    # op_norm off: the raw biases, not their batch-normalised values
+    space = _reg().spaces.create("recsys", {"emb_dims": [4, 8], "ops": ["dot", "linear"], "op_norm": False})
     g = space.from_string("emb=4,8;ops=linear")
     net = space.build_network(g, task)
     users, items = task.io_spec().extra["field_sizes"]
@@ -123,20 +124,88 @@ def test_recsys_linear_term_is_a_per_user_and_per_item_bias():
     assert float(net.body(x)[0, 1]) == 3.0
 
 
-def test_recsys_derive_turns_on_the_winning_operators():
+def test_recsys_derive_keeps_the_operators_at_or_above_a_uniform_share():
     task = _ml()
     space = _reg().spaces.create("recsys", {"emb_dims": [4, 8, 16]})
     net = space.build_supernet(task)
+    assert tuple(net.body.alpha_ops.shape) == (1, 4)  # one softmax over dot, hadamard, mlp, cross
     with torch.no_grad():
         net.body.alpha_emb.zero_()
         net.body.alpha_emb[0, 0] = net.body.alpha_emb[1, 2] = 1
         net.body.alpha_ops.zero_()
-        net.body.alpha_ops[:, 0] = 1  # every operator off ...
-        net.body.alpha_ops[3, 0] = 0.5  # ... cross the least so
-    g = space.derive(net)
-    assert g.text == "emb=4,16;ops=cross"
-    net.body.alpha_ops.data[1:3, 1] = 2  # hadamard and mlp on
+    assert space.derive(net).text == "emb=4,16;ops=dot+hadamard+mlp+cross"  # nothing demoted yet
+    with torch.no_grad():
+        net.body.alpha_ops[0, 3] = 0.5  # cross gains, the others fall below 1/4
+    assert space.derive(net).text == "emb=4,16;ops=cross"
+    with torch.no_grad():
+        net.body.alpha_ops[0] = torch.tensor([0.0, 2.0, 2.0, 0.0])
     assert space.derive(net).spec["ops"] == ("hadamard", "mlp")
+
+
+def test_recsys_operator_gates_have_no_common_level_to_drift():
+    """The cause of the MovieLens search keeping one operator: the head is a linear layer
+    right after the gates, so the gates' common level is redundant with the head's
+    weights; with one (off, on) softmax per operator the architecture step lowered every
+    gate together and an absolute "on > 0.5" rule dropped all but a noise-picked argmax.
+    The operators now share one softmax: shifting every logit changes neither the
+    network's output nor the derived genotype, and the architecture gradient has no
+    component along that shift."""
+    task = _ml()
+    space = _reg().spaces.create("recsys", {"emb_dims": [4, 8], "proj_dim": 4, "mlp_layers": [8]})
+    torch.manual_seed(0)
+    net = space.build_supernet(task)
+    net.body.weight_fn = lambda a: MixWeights(torch.softmax(a, dim=-1))
+    net.eval()
+    x, y = next(iterate_batches(task.data(0).train, 64))
+    with torch.no_grad():
+        net.body.alpha_ops[0] = torch.tensor([0.3, -0.2, 0.1, 0.0])
+        before, g_before = net(x), space.derive(net)
+        net.body.alpha_ops += 5.0
+        after, g_after = net(x), space.derive(net)
+    assert torch.allclose(before, after, atol=1e-6) and g_before == g_after
+    net.train()
+    task.loss_fn()(net(x), y).backward()
+    grad = net.body.alpha_ops.grad
+    assert float(grad.abs().sum()) > 0
+    assert abs(float(grad.sum())) < 1e-6 * float(grad.abs().sum()) + 1e-12
+
+
+def test_recsys_op_norm_puts_the_operators_at_one_scale():
+    """The other half of the cause: the operators' raw outputs differ in scale by an
+    order of magnitude or more (products of two projected embeddings against an MLP
+    tower or a cross network), so a gate multiplies outputs of unrelated sizes, and at
+    NCF's 0.01-std initialisation the dot / hadamard products are tiny and barely train
+    in a short search. ``op_norm`` (AutoFIS's batch norm on each operator's output, no
+    affine) brings every operator near unit scale once its batch variance exceeds batch
+    norm's eps (1e-5), here with the embeddings at a trained-like std of 0.3; at the
+    0.01-std initialisation, below eps, it lifts the products by about 300x. Checked
+    in the supernet and in the derived network alike."""
+    task = _ml()
+    x, _ = next(iterate_batches(task.data(0).train, 256))
+
+    def op_stds(net, emb_scale):
+        net.inter.train()
+        with torch.no_grad():
+            embs = [emb_scale * e(i) for e, i in zip(net.embeddings, x, strict=True)]
+            outs = net.inter.op_outputs(embs, x)
+        # per-channel spread over the batch, ignoring channels a ReLU left constant
+        return {op: float(v.std(dim=0)[v.std(dim=0) > 1e-6].mean()) for op, v in outs.items()}
+
+    for build in ("supernet", "network"):
+        stds = {}
+        for op_norm in (False, True):
+            space = _reg().spaces.create("recsys", {"emb_dims": [4, 8], "proj_dim": 4, "mlp_layers": [8],
+                                                    "op_norm": op_norm})
+            torch.manual_seed(0)
+            net = (space.build_supernet(task) if build == "supernet" else
+                   space.build_network(space.from_string("emb=8,8;ops=dot+hadamard+mlp+cross"), task)).body
+            for scale in (1.0, 30.0):
+                stds[op_norm, scale] = op_stds(net, scale)
+        raw, normed = stds[False, 30.0], stds[True, 30.0]
+        assert max(raw.values()) > 10 * min(raw.values()), raw
+        assert all(0.5 < v < 1.05 for v in normed.values()) and max(normed.values()) < 2 * min(normed.values()), normed
+        raw, normed = stds[False, 1.0], stds[True, 1.0]
+        assert all(normed[op] > 100 * raw[op] for op in ("dot", "hadamard")), (raw, normed)
 
 
 def test_invalid_graphs_are_rejected():

@@ -239,3 +239,49 @@ def test_vae_bo_gp_sampler_polishes_the_acquisition_with_the_configured_runs():
     assert isinstance(strat.study.sampler, optuna.samplers.GPSampler)
     assert strat.study.sampler._n_local_search == 3
     assert len({h["genotype"]["hash"] for h in state.history}) == 20
+
+
+@pytest.mark.parametrize("design", ["space", "latent"])
+def test_vae_bo_initial_design_opens_every_local_run(design):
+    """``initial_design: space``: the first ``n_startup`` queries of the search and of
+    every local run after a trust-region restart are uniform draws from the space (the
+    loop's random stream, not sampler proposals), and the trust region opens after
+    them. ``latent``: they are the sampler's (decoded) points of the whole latent box."""
+    from dnas_plugins.generators import GraphVAE
+    from dnas_plugins.strategies.generative import VAEBO
+    from dnas_plugins.strategies.query import run_queries
+
+    from dnas_core.seeding import derive_seed
+
+    space, n = _space(), 4
+    # A trust region that halves below its minimum after two failures: restarts happen.
+    strat = VAEBO(queries=40, pretrain_samples=500, n_startup=n, initial_design=design, tr_failure_tol=2,
+                  tr_length_min=0.3)
+    strat.generator = GraphVAE(epochs=10, hidden=32, latent_dim=8, batch_size=64, lr=4e-3)
+    queries = []  # (proposed by the sampler, trust region open, restarts so far) per query
+    ask = strat.ask
+
+    def spy_ask(state):
+        g = ask(state)
+        proposed = strat.pending is not None and strat.pending[1] == g.hash()
+        queries.append((proposed, strat.tr.center is not None, strat.tr.restarts))
+        return g
+
+    strat.ask = spy_ask
+    state = run_queries(strat, space, _table_evaluator(), 40, seed=3)
+    assert strat.tr.restarts >= 1
+    # Each local run (the first, and one after every restart) opens with n queries
+    # outside any trust region, then works inside one.
+    runs = [[q for q in queries if q[2] == r] for r in range(strat.tr.restarts + 1)]
+    for run in runs[:-1]:
+        assert [open_ for _, open_, _ in run[:n]] == [False] * n and all(open_ for _, open_, _ in run[n:])
+    if design == "space":
+        assert not any(proposed for run in runs for proposed, _, _ in run[:n])
+        rng = np.random.default_rng(derive_seed(3, "search", "vae_bo"))
+        first = []
+        while len(first) < n:  # the loop's stream: unseen uniform draws
+            g = space.sample(rng)
+            first += [g.hash()] if g.hash() not in first else []
+        assert [h["genotype"]["hash"] for h in state.history[:n]] == first
+    else:
+        assert all(proposed for proposed, _, _ in runs[0][:n])

@@ -6,10 +6,10 @@
   coordinates, each is decoded, mapped to a genotype by the space, de-duplicated by
   hash and evaluated. Genotypes the sampler did not propose (warm-start seeds,
   random fall-backs) are told to the study at their encoded latent coordinates.
-  After a few queries from the whole latent box the sampler works inside a TuRBO
-  trust region around the incumbent's latent point (LOL-BO): an unsupervised
-  latent space is smooth locally (cells one edit apart lie close), not globally,
-  so a local model of one region is what a few dozen scores can teach a sampler.
+  After an initial design (``n_startup`` genotypes drawn uniformly from the space)
+  the sampler works inside a TuRBO trust region around the incumbent's latent point
+  (LOL-BO): an unsupervised latent space is smooth locally (cells one edit apart lie
+  close), not globally, so a local model of one region is what a few dozen scores can teach a sampler.
 * ``gan_search``: the GA-NAS loop. After an initial random set, every round retrains
   the architecture GAN's discriminator on the best ``top_k`` architectures found so far
   against generated ones (and the generator to fool it), generates ``candidates``
@@ -61,8 +61,11 @@ class VAEBOConfig(QueryConfig):
                                       description="the graph_vae settings: {type: graph_vae, latent_dim: ..., ...}")
     pretrain_samples: int = Field(2000, ge=10, description="random genotypes the VAE learns from (no scores used)")
     sampler: Literal["tpe", "gp"] = Field("tpe", description="Optuna sampler over latent coordinates")
-    n_startup: int = Field(5, ge=1, description="queries from the whole latent box before a trust region "
-                           "starts (and random latent points before the sampler models the scores)")
+    n_startup: int = Field(10, ge=1, description="queries of the initial design that opens each local run "
+                           "(the trust region starts at their best), and trials before the sampler models the scores")
+    initial_design: Literal["space", "latent"] = Field(
+        "space", description="where the n_startup queries come from: genotypes drawn uniformly from the space "
+        "(told to the sampler at their latent means) or decoded from uniform points of the latent box")
     trust_region: bool = Field(True, description="sample inside a TuRBO-style box around the incumbent's latent point")
     tr_length: float = Field(0.4, gt=0, description="initial side of the trust region, as a share of the latent range")
     tr_length_min: float = Field(0.1, gt=0, description="a trust region shrunk below this restarts (about the "
@@ -236,6 +239,10 @@ class VAEBO(QueryStrategy):
     def ask(self, state: SearchState) -> Genotype:
         if self.queue:
             return self.queue.pop(0)
+        if self._in_initial_design(state):
+            g = state.random_unseen()
+            if g is not None:
+                return g
         if self.stale:
             self._open_study(state)
         trial = self.study.ask(self.dists)
@@ -259,6 +266,20 @@ class VAEBO(QueryStrategy):
         # ... and the query goes to the nearest unseen genotype around the proposed point
         # (told to the sampler at its own latent mean).
         return self._nearest_unseen(state, z)
+
+    def _in_initial_design(self, state: SearchState) -> bool:
+        """Whether the next query belongs to a uniform initial design over the space:
+        the first ``n_startup`` queries of each local run (of the search, without a
+        trust region). Uniform draws are the unbiased design whatever the VAE (its own
+        training set or an earlier run's): points decoded from a uniform latent box
+        depend on how the decoder divides the box (on NAS-Bench-201, 5,000 of them
+        decode to 3,827 distinct cells, 5,000 uniform draws are 4,269)."""
+        cfg = self.config
+        if cfg.initial_design != "space":
+            return False
+        if self.tr is None:
+            return len(state.history) < cfg.n_startup
+        return self.tr.center is None and len(state.history) - self.tr.started_at < cfg.n_startup
 
     def _nearest_unseen(self, state: SearchState, z: np.ndarray) -> Genotype:
         lo, hi = self.region()
@@ -300,8 +321,8 @@ class VAEBO(QueryStrategy):
                 self.tr.started_at = len(state.history)
             self.stale = self.stale or bool(change)
         elif len(state.history) - self.tr.started_at >= self.config.n_startup:
-            # A local run starts at the best of its first n_startup queries (drawn from
-            # the whole latent box).
+            # A local run starts at the best of its first n_startup queries (its initial
+            # design: uniform over the space, or over the whole latent box).
             since = state.history[self.tr.started_at:]
             rev = state.evaluator.direction == "maximize"
             top = sorted(since, key=lambda h: h["score"], reverse=rev)[0]

@@ -124,9 +124,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run on small subsets")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/cross_task[_quick].json)")
+    ap.add_argument("--search-epochs", type=int, default=None,
+                    help="search epochs on every task (default: 4, quick: 1); the same for all four tasks")
     args = ap.parse_args()
     mode = "quick" if args.quick else "full"
-    S = SETTINGS[mode]
+    S = copy.deepcopy(SETTINGS[mode])
+    if args.search_epochs is not None:
+        S["search"]["epochs"] = args.search_epochs
     tasks = {k: {**v, **(QUICK_LIMITS[k] if args.quick else {})} for k, v in TASKS.items()}
     pm = get_plugin_manager()
     tmp = Path(tempfile.mkdtemp(prefix="dnas-cross-task-"))

@@ -189,10 +189,9 @@ def report(records: dict[str, list[dict]], args: argparse.Namespace, table, wall
 
     random_mean = float(table.acc[:, 0].mean())
     n_seeds = max(len(v) for v in records.values())
-    jobs = getattr(args, "jobs", 1)
     header = (f"NAS-Bench-201 transfer: search on Fashion-MNIST ({args.limit_train} images, {args.epochs} epochs, "
               f"C={args.C}, N={args.N}, batch {args.batch_size}, {args.threads} thread(s) per search"
-              + (f", {jobs} searches at a time" if jobs > 1 else "") + f"), {n_seeds} seed(s); "
+              + (f", {args.jobs} searches at a time" if args.jobs > 1 else "") + f"), {n_seeds} seed(s); "
               "table accuracy (%) of the derived cell, mean +- std over seeds")
     lines = [header, "",
              f"{'strategy':18s} {'CIFAR-10':>14s} {'CIFAR-100':>14s} {'ImageNet16':>14s} {'top % (C10)':>12s} "

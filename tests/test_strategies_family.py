@@ -480,7 +480,7 @@ def test_gdas_never_samples_an_excluded_op(digits) -> None:
     body = _space().build_supernet(digits).body
     excluded = s._excluded_columns(body)
     assert [idx for _, idx in excluded] == [[OPS.index("none"), OPS.index("skip_connect")]]
-    s._pin_excluded(body, excluded)
+    s._pin_excluded(excluded)
     s.on_epoch_start(0, body)  # tau 10: close to uniform sampling
     drawn = torch.stack([s.weight_fn(body.alpha).index for _ in range(200)])
     assert not torch.isin(drawn, torch.tensor([OPS.index("none"), OPS.index("skip_connect")])).any()

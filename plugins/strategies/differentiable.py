@@ -269,8 +269,8 @@ class DifferentiableStrategy(Strategy):
             # Transfer: start from the supernet body of earlier runs of this space (dnas_core.runstore).
             runstore.warm_start_supernet(run, net)
         if excluded:  # pinned now and after every update (Adam's weight decay would move them)
-            self._pin_excluded(body, excluded)
-            a_opt.register_step_post_hook(lambda opt, args, kwargs: self._pin_excluded(body, excluded))
+            self._pin_excluded(excluded)
+            a_opt.register_step_post_hook(lambda opt, args, kwargs: self._pin_excluded(excluded))
         # Data-parallel (dnas_core.distributed): every rank starts from rank 0's state and
         # the architecture gradients are averaged before every architecture update,
         # whichever arch_step a subclass implements.
@@ -391,7 +391,7 @@ class DifferentiableStrategy(Strategy):
 
     @staticmethod
     @torch.no_grad()
-    def _pin_excluded(body: Supernet, excluded: list[tuple[nn.Parameter, list[int]]]) -> None:
+    def _pin_excluded(excluded: list[tuple[nn.Parameter, list[int]]]) -> None:
         for p, idx in excluded:
             p[..., idx] = EXCLUDED_LOGIT
 

@@ -85,3 +85,25 @@ def test_gan_concentrates_generation_on_the_top_set(cells):
     after = share(gan.generate(200, np.random.default_rng(2)))
     assert after > before + 0.2, (before, after)
     assert gan.discriminate(top[:20]).mean() > gan.discriminate(train[:20]).mean()
+
+
+def test_gan_discriminator_learns_from_known_weak_architectures(cells):
+    """Given the evaluated cells outside the top set as negatives, the discriminator
+    rates a held-out weak cell (all pooling) below a held-out top-like cell, which it
+    cannot tell apart from generated graphs alone after one short round."""
+    from dnas_plugins.generators import GraphGAN
+
+    space, _, _ = cells
+    rng = np.random.default_rng(0)
+    strong, weak = ("nor_conv_3x3", "nor_conv_1x1"), ("avg_pool_3x3", "none")
+    make = lambda ops, n: [space.encode(space.genotype(tuple(ops[k] for k in rng.integers(0, 2, 6))))  # noqa: E731
+                           for _ in range(n)]
+    top, negatives = make(strong, 20), make(weak, 40)
+    held_strong, held_weak = make(strong, 20), make(weak, 20)
+    gaps = {}
+    for use in (False, True):
+        gan = GraphGAN(steps=10, hidden=32, seed=0)
+        gan.fit(top, negatives=negatives if use else ())
+        gaps[use] = gan.discriminate(held_strong).mean() - gan.discriminate(held_weak).mean()
+    assert gaps[True] > 0.3, gaps
+    assert gaps[True] > gaps[False] + 0.1, gaps

@@ -92,15 +92,20 @@ class GraphGAN(ArchitectureGenerator):
         if self.gen is None:
             self._build(layout_of([example]))
 
-    def fit(self, graphs: Sequence[GraphEncoding], scores: Sequence[float] | None = None) -> dict[str, float]:
+    def fit(self, graphs: Sequence[GraphEncoding], scores: Sequence[float] | None = None,
+            negatives: Sequence[GraphEncoding] = ()) -> dict[str, float]:
         """One round: train the discriminator to tell ``graphs`` (the top architectures
         so far) from generated ones and the generator to fool it, continuing from the
-        current weights. ``scores`` are not used: the caller picks the top set."""
-        layout = layout_of(graphs, self.layout)
+        current weights. ``scores`` are not used: the caller picks the top set.
+        ``negatives``: architectures known to be worse than the top set (evaluated ones
+        outside it); the discriminator sees them as fakes too, so it learns what the
+        space's weak graphs look like, not only what the generator draws."""
+        layout = layout_of(list(graphs) + list(negatives), self.layout)
         if self.gen is None:
             self._build(layout)
         cfg = self.config
         adj_r, ops_r = to_tensors(graphs)
+        adj_n, ops_n = to_tensors(negatives) if len(negatives) else (None, None)
         g = torch.Generator().manual_seed(cfg.seed * 1000 + self.rounds)
         opt_g = torch.optim.Adam(self.gen.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
         opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
@@ -112,7 +117,12 @@ class GraphGAN(ArchitectureGenerator):
         for _ in range(cfg.steps * (4 if self.rounds == 0 else 1)):
             idx = torch.randint(0, len(graphs), (b,), generator=g)
             fa, fo = self.gen(torch.randn(b, cfg.noise_dim, generator=g), g)
-            logits = self.disc(torch.cat([adj_r[idx], fa.detach()]), torch.cat([ops_r[idx], fo.detach()]))
+            fa, fo = fa.detach(), fo.detach()
+            if adj_n is not None:
+                # Half of the fake half are known-weak architectures.
+                neg = torch.randint(0, len(negatives), (b // 2,), generator=g)
+                fa, fo = torch.cat([fa[: b - b // 2], adj_n[neg]]), torch.cat([fo[: b - b // 2], ops_n[neg]])
+            logits = self.disc(torch.cat([adj_r[idx], fa]), torch.cat([ops_r[idx], fo]))
             labels = torch.cat([torch.ones(b), torch.zeros(b)])
             loss_d = F.binary_cross_entropy_with_logits(logits, labels)
             opt_d.zero_grad(set_to_none=True)

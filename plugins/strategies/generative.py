@@ -366,6 +366,8 @@ class GANSearchConfig(QueryConfig):
     top_k: int = Field(10, ge=1, description="best genotypes so far that the discriminator treats as real")
     per_round: int = Field(5, ge=1, description="queries per round (smaller: the top set is updated more often)")
     candidates: int = Field(500, ge=1, description="graphs generated per round, ranked by the discriminator")
+    negatives: bool = Field(True, description="the discriminator also sees the evaluated architectures outside "
+                                              "the top set as fakes (it learns what weak graphs look like)")
 
 
 class GANSearch(QueryStrategy):
@@ -405,8 +407,10 @@ class GANSearch(QueryStrategy):
 
     def _round(self, state: SearchState) -> None:
         cfg = self.config
-        top = [state.space.encode(g) for g, _ in state.top(cfg.top_k)]
-        self.last_fit = self.generator.fit(top)
+        ranked = state.top(len(state.history))
+        top = [state.space.encode(g) for g, _ in ranked[: cfg.top_k]]
+        rest = [state.space.encode(g) for g, _ in ranked[cfg.top_k:]] if cfg.negatives else []
+        self.last_fit = self.generator.fit(top, negatives=rest)
         fresh: dict[str, tuple[Genotype, Any]] = {}
         # A generator collapsed onto the top set proposes little that is new: widen its
         # sampling until there are enough unseen candidates to rank.

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
+# The data root the framework itself reads (DNAS_DATA_ROOT, which .ci/run exports),
+# else the shared folder beside the checkout.
+SHARED_DATA = Path(os.environ.get("DNAS_DATA_ROOT") or ROOT / ".." / "shared" / "data").resolve()
 
 # Keep test output quiet and single-threaded-deterministic; tests run on 2 cores.
 os.environ.setdefault("DNAS_PROGRESS", "0")

@@ -36,12 +36,11 @@ def source_run(tmp_path_factory, shared_data_module):
 
 @pytest.fixture(scope="module")
 def shared_data_module():
-    from pathlib import Path
+    from conftest import SHARED_DATA
 
-    p = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-    if not p.is_dir():
-        pytest.skip("shared data not found")
-    return p
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
 
 
 def test_record_round_trip(source_run):

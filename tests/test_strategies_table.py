@@ -53,3 +53,17 @@ def test_bad_paths_and_formats_are_named(tmp_path) -> None:
     broken.write_text(header + "1,2,3,|bogus~0|+|a~0|b~1|+|c~0|d~1|e~2|\n")
     with pytest.raises(UsageError, match=r"broken\.csv, line 2"):
         NB201Table.from_csv(broken)
+
+
+def test_default_path_follows_the_data_root(tmp_path, monkeypatch) -> None:
+    """Without $DNAS_NB201_TABLE the table is looked up under $DNAS_DATA_ROOT, the
+    root every task reads its data from; $DNAS_NB201_TABLE still wins."""
+    from dnas_search_spaces.nb201.table import default_table_path
+
+    monkeypatch.delenv("DNAS_NB201_TABLE", raising=False)
+    monkeypatch.setenv("DNAS_DATA_ROOT", str(tmp_path))
+    assert default_table_path() == tmp_path / "nas" / "nas-bench-201-test-accuracy.csv"
+    with pytest.raises(UsageError, match="DNAS_DATA_ROOT"):
+        load_table()
+    monkeypatch.setenv("DNAS_NB201_TABLE", str(tmp_path / "t.csv"))
+    assert default_table_path() == tmp_path / "t.csv"

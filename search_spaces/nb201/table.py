@@ -83,7 +83,8 @@ class NB201Table:
         path = Path(path)
         if not path.is_file():
             raise UsageError(
-                f"NAS-Bench-201 table not found at {path}: pass its path, or set ${TABLE_ENV} to the CSV "
+                f"NAS-Bench-201 table not found at {path}: pass its path, set ${TABLE_ENV} to the CSV, or "
+                f"$DNAS_DATA_ROOT to the folder holding nas/ with the CSV "
                 f"'nas-bench-201-test-accuracy.csv' (columns {', '.join(COLUMNS.values())}, {ARCH_COLUMN})"
             )
         with path.open(newline="") as fh:
@@ -157,11 +158,16 @@ def to_arch_string(cell: Genotype | str | Iterable[str]) -> str:
 
 
 def default_table_path() -> Path:
-    """``$DNAS_NB201_TABLE``, else ``../shared/data/nas/...`` from the working directory,
-    else the same path next to the source checkout (editable installs)."""
+    """``$DNAS_NB201_TABLE``, else ``nas/nas-bench-201-test-accuracy.csv`` under
+    ``$DNAS_DATA_ROOT`` (the data root every task reads), else ``../shared/data/nas/...``
+    from the working directory, else the same path next to the source checkout
+    (editable installs)."""
     env = os.environ.get(TABLE_ENV)
     if env:
         return Path(env)
+    root = os.environ.get("DNAS_DATA_ROOT")
+    if root:
+        return Path(root) / DEFAULT_RELATIVE_PATH.relative_to(Path("..") / "shared" / "data")
     if DEFAULT_RELATIVE_PATH.is_file():
         return DEFAULT_RELATIVE_PATH
     checkout = Path(__file__).resolve().parents[2] / DEFAULT_RELATIVE_PATH

@@ -22,7 +22,8 @@ class NB201TableConfig(ComponentConfig):
     dataset: Literal["cifar10", "cifar100", "imagenet16"] = Field(
         "cifar10", description="which column of the table answers queries (imagenet16 = ImageNet16-120)")
     path: Optional[str] = Field(
-        None, description="the table CSV (default: $DNAS_NB201_TABLE or ../shared/data/nas/nas-bench-201-test-accuracy.csv)")
+        None, description="the table CSV (default: $DNAS_NB201_TABLE, else nas/nas-bench-201-test-accuracy.csv "
+                                  "under $DNAS_DATA_ROOT or ../shared/data)")
 
 
 class NB201TableEvaluator(Evaluator):

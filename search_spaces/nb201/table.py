@@ -10,14 +10,15 @@ Usage::
 
     from dnas_search_spaces.nb201.table import load_table
 
-    table = load_table()                       # $DNAS_NB201_TABLE or ../shared/data/nas/...
+    table = load_table()                       # $DNAS_NB201_TABLE or <data root>/nas/...
     acc = table.lookup(genotype)               # a Genotype, an arch string or 6 op names
     acc.cifar10, acc.cifar100, acc.imagenet16  # percent
     table.percentile(acc.cifar10)              # share of cells at least this good, in %
 
 Where the file is: an explicit ``path``, else the ``DNAS_NB201_TABLE`` environment
-variable, else ``../shared/data/nas/nas-bench-201-test-accuracy.csv`` relative to the
-working directory or the source checkout (the project's data root; see
+variable, else ``nas/nas-bench-201-test-accuracy.csv`` under ``$DNAS_DATA_ROOT`` (the
+data root the tasks read), else under ``../shared/data`` relative to the working
+directory or the source checkout (the project's data root; see
 ``../shared/data/README.md``).
 """
 

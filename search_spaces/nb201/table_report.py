@@ -2,8 +2,8 @@
 NAS-Bench-201 space, look the derived cell up in the benchmark's accuracy table, add a
 section to the run report and write ``nb201_table.json`` into the run directory.
 
-The table is found as :func:`.table.load_table` does (``$DNAS_NB201_TABLE`` or
-``../shared/data/nas/nas-bench-201-test-accuracy.csv``). Without the table the run
+The table is found as :func:`.table.load_table` does (``$DNAS_NB201_TABLE``, else
+``nas/nas-bench-201-test-accuracy.csv`` under ``$DNAS_DATA_ROOT`` or ``../shared/data``). Without the table the run
 goes on; the report says where the table was looked for.
 """
 

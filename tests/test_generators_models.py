@@ -89,17 +89,26 @@ def test_gan_concentrates_generation_on_the_top_set(cells):
 
 def test_gan_discriminator_learns_from_known_weak_architectures(cells):
     """Given the evaluated cells outside the top set as negatives, the discriminator
-    rates a held-out weak cell (all pooling) below a held-out top-like cell, which it
-    cannot tell apart from generated graphs alone after one short round."""
+    rates held-out weak cells (pooling and zero ops) below held-out strong ones (3x3
+    and 1x1 convolutions), which it barely tells apart from one short round on
+    generated fakes alone."""
     from dnas_plugins.generators import GraphGAN
 
     space, _, _ = cells
     rng = np.random.default_rng(0)
-    strong, weak = ("nor_conv_3x3", "nor_conv_1x1"), ("avg_pool_3x3", "none")
-    make = lambda ops, n: [space.encode(space.genotype(tuple(ops[k] for k in rng.integers(0, 2, 6))))  # noqa: E731
-                           for _ in range(n)]
-    top, negatives = make(strong, 20), make(weak, 40)
-    held_strong, held_weak = make(strong, 20), make(weak, 20)
+
+    def split(ops, sizes):
+        # The 2^6 cells over two ops, shuffled and cut into disjoint sets.
+        every = [tuple(ops[(k >> b) & 1] for b in range(6)) for k in range(64)]
+        order = rng.permutation(64)
+        out, at = [], 0
+        for n in sizes:
+            out.append([space.encode(space.genotype(every[i])) for i in order[at: at + n]])
+            at += n
+        return out
+
+    top, held_strong = split(("nor_conv_3x3", "nor_conv_1x1"), (20, 20))
+    negatives, held_weak = split(("avg_pool_3x3", "none"), (40, 20))
     gaps = {}
     for use in (False, True):
         gan = GraphGAN(steps=10, hidden=32, seed=0)
@@ -107,3 +116,15 @@ def test_gan_discriminator_learns_from_known_weak_architectures(cells):
         gaps[use] = gan.discriminate(held_strong).mean() - gan.discriminate(held_weak).mean()
     assert gaps[True] > 0.3, gaps
     assert gaps[True] > gaps[False] + 0.1, gaps
+
+
+def test_gan_fit_names_the_problem_with_its_inputs(cells):
+    from dnas_core import GraphEncoding
+    from dnas_plugins.generators import GraphGAN
+
+    space, train, _ = cells
+    with pytest.raises(ValueError, match="at least one graph"):
+        GraphGAN(steps=1).fit([], negatives=train[:3])
+    other = GraphEncoding(np.zeros((3, 3)), np.eye(3), ("a", "b", "c"))
+    with pytest.raises(ValueError, match="one generator per search space"):
+        GraphGAN(steps=1).fit(train[:3], negatives=[other])

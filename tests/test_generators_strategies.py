@@ -285,3 +285,25 @@ def test_vae_bo_initial_design_opens_every_local_run(design):
         assert [h["genotype"]["hash"] for h in state.history[:n]] == first
     else:
         assert all(proposed for proposed, _, _ in runs[0][:n])
+
+
+@pytest.mark.parametrize("negatives", [True, False])
+def test_gan_rounds_pass_the_evaluated_cells_outside_the_top_set_as_negatives(negatives):
+    """Each round fits the GAN on the top_k best cells so far and, unless
+    ``negatives: false``, on every other evaluated cell as a negative."""
+    from dnas_plugins.generators import GraphGAN
+    from dnas_plugins.strategies.generative import GANSearch
+    from dnas_plugins.strategies.query import run_queries
+
+    strat = GANSearch(queries=20, initial=8, per_round=4, top_k=3, candidates=40, negatives=negatives)
+    strat.generator = GraphGAN(steps=2, hidden=16)
+    fits, fit = [], strat.generator.fit
+
+    def spy_fit(graphs, scores=None, negatives=()):
+        fits.append((len(graphs), len(negatives)))
+        return fit(graphs, scores, negatives=negatives)
+
+    strat.generator.fit = spy_fit
+    run_queries(strat, _space(), _table_evaluator(), 20, seed=0)
+    # Rounds start after 8, 12 and 16 queries.
+    assert fits == [(3, (q - 3) if negatives else 0) for q in (8, 12, 16)]

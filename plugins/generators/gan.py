@@ -100,7 +100,9 @@ class GraphGAN(ArchitectureGenerator):
         ``negatives``: architectures known to be worse than the top set (evaluated ones
         outside it); the discriminator sees them as fakes too, so it learns what the
         space's weak graphs look like, not only what the generator draws."""
-        layout = layout_of(list(graphs) + list(negatives), self.layout)
+        layout = layout_of(graphs, self.layout)
+        if len(negatives):
+            layout_of(negatives, layout)  # the same space, or the error that says so
         if self.gen is None:
             self._build(layout)
         cfg = self.config

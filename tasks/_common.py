@@ -16,7 +16,7 @@ DEFAULT_DATA_ROOT = Path("../shared/data")
 
 
 def data_root() -> Path:
-    return Path(os.environ.get("DNAS_DATA_ROOT", DEFAULT_DATA_ROOT))
+    return Path(os.environ.get("DNAS_DATA_ROOT") or DEFAULT_DATA_ROOT)  # unset or empty: the default
 
 
 def resolve_path(path: str | None, default_rel: str, what: str, expected: str) -> Path:

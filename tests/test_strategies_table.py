@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from dnas_core import UsageError
@@ -61,9 +63,20 @@ def test_default_path_follows_the_data_root(tmp_path, monkeypatch) -> None:
     from dnas_search_spaces.nb201.table import default_table_path
 
     monkeypatch.delenv("DNAS_NB201_TABLE", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ../shared/data from here
     monkeypatch.setenv("DNAS_DATA_ROOT", str(tmp_path))
+    (tmp_path / "nas").mkdir()
+    (tmp_path / "nas" / "nas-bench-201-test-accuracy.csv").write_text("x\n")
     assert default_table_path() == tmp_path / "nas" / "nas-bench-201-test-accuracy.csv"
+    (tmp_path / "nas" / "nas-bench-201-test-accuracy.csv").unlink()
+    # Not under the data root: the copy beside the source checkout is next (if there is
+    # one), else the data-root path is returned and the error names the variables.
+    from dnas_search_spaces.nb201 import table as table_module
+
+    checkout = Path(table_module.__file__).resolve().parents[2] / table_module.DEFAULT_RELATIVE_PATH
+    assert default_table_path() == (checkout if checkout.is_file()
+                                    else tmp_path / "nas" / "nas-bench-201-test-accuracy.csv")
     with pytest.raises(UsageError, match="DNAS_DATA_ROOT"):
-        load_table()
+        NB201Table.from_csv(tmp_path / "nas" / "nas-bench-201-test-accuracy.csv")
     monkeypatch.setenv("DNAS_NB201_TABLE", str(tmp_path / "t.csv"))
     assert default_table_path() == tmp_path / "t.csv"

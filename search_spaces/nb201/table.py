@@ -167,12 +167,10 @@ def default_table_path() -> Path:
     if env:
         return Path(env)
     root = os.environ.get("DNAS_DATA_ROOT")
-    if root:
-        return Path(root) / DEFAULT_RELATIVE_PATH.relative_to(Path("..") / "shared" / "data")
-    if DEFAULT_RELATIVE_PATH.is_file():
-        return DEFAULT_RELATIVE_PATH
-    checkout = Path(__file__).resolve().parents[2] / DEFAULT_RELATIVE_PATH
-    return checkout if checkout.is_file() else DEFAULT_RELATIVE_PATH
+    candidates = [Path(root) / DEFAULT_RELATIVE_PATH.relative_to(Path("..") / "shared" / "data")] if root else []
+    candidates += [DEFAULT_RELATIVE_PATH, Path(__file__).resolve().parents[2] / DEFAULT_RELATIVE_PATH]
+    # The first that exists; else the first looked at, which the error then names.
+    return next((p for p in candidates if p.is_file()), candidates[0])
 
 
 @lru_cache(maxsize=4)

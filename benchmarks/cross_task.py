@@ -1,8 +1,8 @@
 """Cross-task matrix on the seq1d space: do architectures adapt to their task?
 
-1. Search with first-order DARTS over the ``seq1d`` cell space on four sequence
-   tasks that share it: SST-2 (text), SMS Spam (text), FSDD (audio, log-mel) and
-   MNIST-1D (signal).
+1. Search with beta-DARTS (``--strategy`` picks another) over the ``seq1d`` cell
+   space on four sequence tasks that share it: SST-2 (text), SMS Spam (text), FSDD
+   (audio, log-mel) and MNIST-1D (signal).
 2. Train every found architecture on every task with the same budget (the ``fixed``
    strategy and the same ``train:`` section), several seeds each, and print the
    matrix of test accuracy (mean over seeds). For each task (column): the best
@@ -20,7 +20,7 @@ evaluate); export and report are skipped (nothing here reads them). Runs use one
 torch thread: on the shared 2-core machines two threads were 30-100x slower under
 load.
 
-    python benchmarks/cross_task.py            # full run (about 25 minutes on 2 cores)
+    python benchmarks/cross_task.py            # full run (about 10 minutes on the idle 2 cores)
     python benchmarks/cross_task.py --quick    # smoke run (< 1 minute of training)
 """
 
@@ -64,7 +64,7 @@ MNIST1D_FULL = {"type": "mnist1d"}
 
 SETTINGS = {
     "full": {"space": {"type": "seq1d", "C": 16, "N": 1, "stages": 2, "retrain_C": 24, "retrain_N": 1},
-             "search": {"type": "darts", "epochs": 4, "batch_size": 64, "arch_lr": 1e-2, "w_lr": 0.05,
+             "search": {"type": "beta_darts", "epochs": 4, "batch_size": 64, "arch_lr": 1e-2, "w_lr": 0.05,
                         "eval_supernet": False},
              "search_val_fraction": 0.5,
              "train": {"epochs": 6, "batch_size": 128, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 1e-2},
@@ -76,7 +76,7 @@ SETTINGS = {
              "baselines": {"seq_cnn": {"type": "seq_cnn", "C": 32, "N": 2, "stages": 2, "kernel": 5},
                            "seq_bigru": {"type": "seq_bigru", "C": 32, "hidden": 48, "layers": 1}}},
     "quick": {"space": {"type": "seq1d", "C": 8, "N": 1, "stages": 2, "retrain_C": 8, "retrain_N": 1},
-              "search": {"type": "darts", "epochs": 1, "batch_size": 64, "arch_lr": 1e-2, "w_lr": 0.05,
+              "search": {"type": "beta_darts", "epochs": 1, "batch_size": 64, "arch_lr": 1e-2, "w_lr": 0.05,
                          "eval_supernet": False},
               "search_val_fraction": 0.5,
               "train": {"epochs": 1, "batch_size": 64, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 1e-2},
@@ -124,6 +124,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run on small subsets")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/cross_task[_quick].json)")
+    ap.add_argument("--strategy", default=None,
+                    help="search strategy type on every task (default: beta_darts), e.g. darts or drnas")
     ap.add_argument("--search-epochs", type=int, default=None,
                     help="search epochs on every task (default: 4, quick: 1); the same for all four tasks")
     args = ap.parse_args()
@@ -131,6 +133,8 @@ def main() -> None:
     S = copy.deepcopy(SETTINGS[mode])
     if args.search_epochs is not None:
         S["search"]["epochs"] = args.search_epochs
+    if args.strategy is not None:
+        S["search"]["type"] = args.strategy
     tasks = {k: {**v, **(QUICK_LIMITS[k] if args.quick else {})} for k, v in TASKS.items()}
     pm = get_plugin_manager()
     tmp = Path(tempfile.mkdtemp(prefix="dnas-cross-task-"))

@@ -30,10 +30,11 @@ from .markers import hookimpl, hookspec
 from .plugin_manager import get_plugin_manager
 from .space import LatencyOp, MixWeights, Network, SearchSpace, Supernet
 from .strategy import SearchOutcome, Strategy
-from .task import IOSpec, Task, TaskData
+from .task import IOSpec, Task, TaskData, data_root
 
 __all__ = [
     "__version__",
+    "data_root",
     "ArchitectureGenerator",
     "Backend",
     "Callback",

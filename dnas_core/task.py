@@ -13,7 +13,9 @@ A task knows nothing of architectures. It supplies
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -21,6 +23,17 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .components import Component
+
+#: The data root when ``DNAS_DATA_ROOT`` is unset: the project's shared data beside
+#: the working directory.
+DEFAULT_DATA_ROOT = Path("../shared/data")
+
+
+def data_root() -> Path:
+    """Where tasks (and other plugins that read data sets, such as a benchmark table)
+    look for files a manifest does not name: ``$DNAS_DATA_ROOT``, unset or empty
+    meaning :data:`DEFAULT_DATA_ROOT`."""
+    return Path(os.environ.get("DNAS_DATA_ROOT") or DEFAULT_DATA_ROOT)
 
 
 @dataclass(frozen=True)

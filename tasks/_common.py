@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from dnas_core import DataError
-
-#: Where the project's shared data lives relative to the working directory; a
-#: manifest's ``path`` wins, then ``DNAS_DATA_ROOT``.
-DEFAULT_DATA_ROOT = Path("../shared/data")
-
-
-def data_root() -> Path:
-    return Path(os.environ.get("DNAS_DATA_ROOT") or DEFAULT_DATA_ROOT)  # unset or empty: the default
+from dnas_core import DataError, data_root
 
 
 def resolve_path(path: str | None, default_rel: str, what: str, expected: str) -> Path:

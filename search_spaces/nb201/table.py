@@ -33,13 +33,16 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from dnas_core import Genotype, UsageError
+from dnas_core import Genotype, UsageError, data_root
+from dnas_core.task import DEFAULT_DATA_ROOT
 
 from .ops import EDGES, OPS
 from .space import arch_string, parse_arch_string
 
 TABLE_ENV = "DNAS_NB201_TABLE"
-DEFAULT_RELATIVE_PATH = Path("..") / "shared" / "data" / "nas" / "nas-bench-201-test-accuracy.csv"
+#: The table's place under a data root.
+TABLE_IN_DATA_ROOT = Path("nas") / "nas-bench-201-test-accuracy.csv"
+DEFAULT_RELATIVE_PATH = DEFAULT_DATA_ROOT / TABLE_IN_DATA_ROOT
 #: Column of each data set in the CSV.
 COLUMNS = {
     "cifar10": "CIFAR10TestAccuracy200Epochs",
@@ -166,9 +169,8 @@ def default_table_path() -> Path:
     env = os.environ.get(TABLE_ENV)
     if env:
         return Path(env)
-    root = os.environ.get("DNAS_DATA_ROOT")
-    candidates = [Path(root) / DEFAULT_RELATIVE_PATH.relative_to(Path("..") / "shared" / "data")] if root else []
-    candidates += [DEFAULT_RELATIVE_PATH, Path(__file__).resolve().parents[2] / DEFAULT_RELATIVE_PATH]
+    candidates = list(dict.fromkeys([data_root() / TABLE_IN_DATA_ROOT, DEFAULT_RELATIVE_PATH,
+                                     Path(__file__).resolve().parents[2] / DEFAULT_RELATIVE_PATH]))
     # The first that exists; else the first looked at, which the error then names.
     return next((p for p in candidates if p.is_file()), candidates[0])
 

@@ -85,7 +85,11 @@ def is_main() -> bool:
 
 
 def shutdown() -> None:
+    """Leave the process group together: every rank waits for the others before
+    tearing its connections down (rank 0 writes the export and report after the last
+    collective; a gloo rank that tore down meanwhile was seen to abort at exit)."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -18,7 +18,10 @@ a user's own files have no row):
    setting whose parameter count is closest is used, so both sides get the same budget
    (``seq_cnn.C`` and ``seq_bigru.hidden`` for sequences);
 4. print test metric (median over seeds), parameters, search seconds and retrain
-   seconds of each side, and the ratio of retrain times measured side by side.
+   seconds of each side, and the ratio of retrain times measured side by side;
+5. compare the sides seed by seed: wins / ties / losses of the searched network and
+   the mean difference with twice its standard error, so that a gap can be read
+   against the seed-to-seed noise (``paired`` in each JSON row).
 
 Budget: the example manifests' settings (their data limits included), with search and
 retrain epochs capped (``--max-search-epochs``, ``--max-train-epochs``; defaults 3 and 5)
@@ -214,7 +217,7 @@ def bench_task(name: str, path: Path, args, pm, tmp: Path) -> dict[str, Any]:
     med = lambda runs, k: statistics.median(r[k] for r in runs)  # noqa: E731
     task = pm.registries.tasks.create(manifest["task"]["type"], {k: v for k, v in manifest["task"].items() if k != "type"})
     ref = REFERENCES.get(manifest["task"]["type"])
-    return {
+    row = {
         "task": manifest["task"]["type"], "manifest": path.name, "metric_name": task.primary_metric,
         "seeds": list(args.seeds),
         "searched": {"space": manifest["space"]["type"], "strategy": manifest["strategy"]["type"],
@@ -230,17 +233,39 @@ def bench_task(name: str, path: Path, args, pm, tmp: Path) -> dict[str, Any]:
         "reference": {"metric": ref[0], "value": ref[1], "source": ref[2]} if ref else None,
         "budget": {"strategy_epochs": manifest["strategy"].get("epochs"), "train_epochs": manifest["train"]["epochs"]},
     }
+    row["paired"] = paired(row)
+    return row
+
+
+def paired(row: dict[str, Any]) -> dict[str, Any]:
+    """Seed-by-seed comparison of a row (both sides ran each seed): wins / ties / losses
+    of the searched network, and the mean difference with its standard error, so a
+    median gap can be read against the seed-to-seed noise."""
+    deltas = [s["metric"] - b["metric"]
+              for s, b in zip(row["searched"]["runs"], row["baseline"]["runs"], strict=True)]
+    eps = 1e-9  # equal test metrics (same number of test examples right) are a tie
+    se = statistics.stdev(deltas) / len(deltas) ** 0.5 if len(deltas) > 1 else None  # one seed: no spread
+    mean = statistics.fmean(deltas)
+    return {"wins": sum(d > eps for d in deltas), "ties": sum(abs(d) <= eps for d in deltas),
+            "losses": sum(d < -eps for d in deltas), "mean_delta": mean, "se_delta": se,
+            "within_noise": se is not None and abs(mean) <= 2 * se}
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    head = (f"{'task':<16} {'metric':<9} {'searched':>9} {'baseline':>9} {'delta':>8} {'params S':>10} {'params B':>10} "
+    for r in rows:
+        r["paired"] = paired(r)
+    head = (f"{'task':<16} {'metric':<9} {'searched':>9} {'baseline':>9} {'delta':>8} {'W-T-L':>6} "
+            f"{'mean d +- 2SE':>17} {'params S':>10} {'params B':>10} "
             f"{'search s':>9} {'train s S':>10} {'train s B':>10} {'S/B time':>8}  baseline")
     print(head)
     print("-" * len(head))
     for r in rows:
         s, b = r["searched"], r["baseline"]
+        pr = r["paired"]
+        wtl = f"{pr['wins']}-{pr['ties']}-{pr['losses']}"
+        noise = f"{pr['mean_delta']:+.4f}" + (f" +- {2 * pr['se_delta']:.4f}" if pr["se_delta"] is not None else "")
         print(f"{r['task']:<16} {r['metric_name']:<9} {s['metric']:>9.4f} {b['metric']:>9.4f} {r['delta']:>+8.4f} "
-              f"{int(s['params']):>10,} {int(b['params']):>10,} {s['search_s']:>9.1f} {s['retrain_s']:>10.1f} "
+              f"{wtl:>6} {noise:>17} {int(s['params']):>10,} {int(b['params']):>10,} {s['search_s']:>9.1f} {s['retrain_s']:>10.1f} "
               f"{b['retrain_s']:>10.1f} {r['retrain_time_ratio']:>8.2f}  {b['space']} ({b['source']})")
     print()
     for r in rows:
@@ -256,6 +281,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     else:
         where = "median over each row's seeds: " + ", ".join(f"{r['task']} {r['seeds']}" for r in rows)
     print(f"\nsearched beats baseline on {wins} of {len(rows)} tasks ({where})")
+    print("W-T-L: seeds on which the searched network wins, ties, loses; mean d +- 2SE: mean difference "
+          "(searched - baseline) over seeds and twice its standard error")
+    noisy = [r["task"] for r in rows if r["paired"]["within_noise"]]
+    print(f"mean difference within 2 SE of zero (not told apart from the baseline by these seeds): "
+          f"{', '.join(noisy) if noisy else 'none'}")
 
 
 def main() -> None:

@@ -283,9 +283,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print(f"\nsearched beats baseline on {wins} of {len(rows)} tasks ({where})")
     print("W-T-L: seeds on which the searched network wins, ties, loses; mean d +- 2SE: mean difference "
           "(searched - baseline) over seeds and twice its standard error")
+    if any(r["paired"]["se_delta"] is None for r in rows):
+        print("rows run on one seed have no standard error: run several seeds to compare gaps with the noise")
     noisy = [r["task"] for r in rows if r["paired"]["within_noise"]]
-    print(f"mean difference within 2 SE of zero (not told apart from the baseline by these seeds): "
-          f"{', '.join(noisy) if noisy else 'none'}")
+    if any(r["paired"]["se_delta"] is not None for r in rows):
+        print(f"mean difference within 2 SE of zero (not told apart from the baseline by these seeds): "
+              f"{', '.join(noisy) if noisy else 'none'}")
 
 
 def main() -> None:

@@ -3,8 +3,9 @@
 The root model is built per plugin manager (:func:`manifest_model`), because the set
 of valid ``type`` values is whatever plugins are installed. Every section is
 ``extra="forbid"``, so a misspelt key is an error naming its dotted path. YAML is only
-ever read with ``yaml.safe_load``: a manifest cannot construct Python objects, and it
-can only name components that an installed plugin registered.
+ever read with a ``yaml.SafeLoader`` (one that also refuses duplicate keys): a manifest
+cannot construct Python objects, and it can only name components that an installed
+plugin registered.
 """
 
 from __future__ import annotations
@@ -133,12 +134,32 @@ def manifest_model(registries: Registries) -> type[ManifestBase]:
 # --------------------------------------------------------------------------------------
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping: plain YAML
+    keeps the last one silently, so a second ``strategy:`` further down a manifest
+    would replace the first without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {first.line + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"{p}: manifest file not found")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -169,7 +190,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         node: Any = out
         for i, part in enumerate(parts[:-1]):
             if isinstance(node, list):
-                node = node[_index(part, item)]
+                node = node[_index(part, item, node)]
                 continue
             if part not in node or node[part] is None:
                 node[part] = {}
@@ -178,7 +199,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node[part]
         last = parts[-1]
         if isinstance(node, list):
-            node[_index(last, item)] = value
+            node[_index(last, item, node)] = value
         else:
             node[last] = value
     return out
@@ -192,11 +213,14 @@ def _number(text: str) -> Any:
         return text
 
 
-def _index(part: str, item: str) -> int:
+def _index(part: str, item: str, seq: list[Any]) -> int:
     try:
-        return int(part)
+        i = int(part)
     except ValueError:
         raise UsageError(f"override {item!r}: {part!r} is not a list index") from None
+    if not -len(seq) <= i < len(seq):
+        raise UsageError(f"override {item!r}: index {i} is out of range (the list has {len(seq)} item(s))")
+    return i
 
 
 def _check_component_names(data: dict[str, Any], registries: Registries, source: str | None) -> None:
@@ -269,7 +293,9 @@ def resolve_defaults(manifest: ManifestBase, registries: Registries) -> Manifest
         if cands:
             best = max(cands, key=lambda e: e.cls.auto_priority)
             updates["backend"] = best.config_model(type=best.name)
-    if manifest.export is None:  # type: ignore[attr-defined]
+    # `export: null` written in the manifest means "no export"; only a missing section
+    # gets the default exporter
+    if manifest.export is None and "export" not in manifest.model_fields_set:  # type: ignore[attr-defined]
         cands = registries.exporters.entries()
         if cands:
             best = max(cands, key=lambda e: e.cls.auto_priority)

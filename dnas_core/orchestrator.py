@@ -96,9 +96,9 @@ class Orchestrator:
         run_dir = RunDir.open(path) if distributed.is_main() else distributed.FollowerRunDir(RunDir.open(path).path)
         if run_dir.status().get("status") == "completed":
             raise UsageError(f"{path}: this run has already completed")
-        run_dir.remove_temp_files()  # half-written files of the killed process
         data = read_yaml(run_dir.file("manifest.yaml"))
         manifest = validate_manifest(data, pm.registries, source=str(run_dir.file("manifest.yaml")))
+        run_dir.remove_temp_files()  # half-written files of the killed process (only once the run is known good)
         return cls(pm, manifest, run_dir, resumed=True)
 
     # -- the run --------------------------------------------------------------------

@@ -89,16 +89,22 @@ class RunDir:
         self.path = Path(path)
 
     # -- creation -------------------------------------------------------------------
+    #: Written first into every run directory dnas creates: ``--resume`` and ``dnas
+    #: export`` act only on folders that hold it (or, for runs made before it existed,
+    #: ``status.json``), never on a user's folder that merely has a ``manifest.yaml``.
+    MARKER = ".dnas-run"
+
     @classmethod
     def create(cls, path: str | Path) -> RunDir:
         p = Path(path)
+        if p.exists() and not p.is_dir():
+            raise UsageError(f"{p}: exists and is not a folder; the run directory must be a new or empty folder")
         if p.exists() and any(p.iterdir()):
             raise UsageError(f"{p}: run directory exists and is not empty (use --resume to continue it)")
         try:
             p.mkdir(parents=True, exist_ok=True)
-            probe = p / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
+            # the marker doubles as the write probe
+            (p / cls.MARKER).write_text(json.dumps({"dnas_run": 1}) + "\n", encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"{p}: cannot create the run directory: {exc.strerror or exc}") from None
         return cls(p)
@@ -106,15 +112,27 @@ class RunDir:
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
         p = Path(path)
+        if not p.exists():
+            raise UsageError(f"{p}: no such run directory")
+        if not p.is_dir():
+            raise UsageError(f"{p}: is a file, not a run directory")
         if not (p / "manifest.yaml").is_file():
             raise UsageError(f"{p}: not a dnas run directory (no manifest.yaml)")
+        if not (p / cls.MARKER).is_file() and not (p / "status.json").is_file():
+            raise UsageError(f"{p}: not a dnas run directory (it has a manifest.yaml but no {cls.MARKER} or "
+                             "status.json): dnas resumes only folders that `dnas run` created; to run this "
+                             "manifest, give it to `dnas run` with --out pointing to a new folder")
         return cls(p)
 
     def remove_temp_files(self) -> list[Path]:
         """Delete the ``.<name>.*.tmp`` files that a process killed in the middle of an
-        atomic write leaves behind (done when a run is resumed)."""
+        atomic write leaves behind (done when a run is resumed, after its manifest has
+        been read back). Only names :func:`atomic_write_bytes` makes are touched: a dot,
+        the target's name, a dot, a random part, ``.tmp``."""
         removed = []
         for p in self.path.rglob(".*.tmp"):
+            if p.name.count(".") < 3:  # ".<name>.<random>.tmp" has at least three dots
+                continue
             try:
                 p.unlink()
                 removed.append(p)
@@ -201,7 +219,16 @@ class RunDir:
         try:
             return torch.load(p, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001
-            raise RunFailed(f"{p}: checkpoint cannot be loaded safely: {exc}") from exc
+            # torch's own message suggests weights_only=False: dnas never loads checkpoints
+            # that way, so the user gets the cause's first line and what to do instead.
+            text = str(exc)
+            if "WeightsUnpickler error:" in text:  # keep the cause, drop the unsafe-load advice
+                text = text.split("WeightsUnpickler error:", 1)[1]
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+            first = lines[0] if lines else type(exc).__name__
+            raise RunFailed(f"{p}: checkpoint cannot be loaded safely: corrupt, or not a dnas checkpoint "
+                            f"({first[:200]}). dnas loads checkpoints with weights_only=True only; delete the "
+                            f"file to restart the {stage} stage from its beginning") from exc
 
     # -- status ---------------------------------------------------------------------
     def set_status(self, status: str, **extra: Any) -> None:

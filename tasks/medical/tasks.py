@@ -106,7 +106,16 @@ def read_medmnist(path, name: str) -> dict[str, np.ndarray]:
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - zip/format/pickle errors all mean a bad file
-        raise DataError(f"{name}: {path} is not a readable .npz file ({type(exc).__name__}: {exc}); expected {expected}") from None
+        # numpy's own message for a non-zip file advises allow_pickle=True, which dnas never
+        # uses: say what the file is not, and only the cause's first line
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(4)
+        except OSError:
+            head = b""
+        why = ("not a zip archive (an .npz file is one)" if head != b"PK\x03\x04"
+               else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        raise DataError(f"{name}: {path} is not a readable .npz file ({why}); expected {expected}") from None
     for split in ("train", "val", "test"):
         x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"].reshape(-1)
         if x.ndim != 3 or len(x) != len(y) or not len(x):

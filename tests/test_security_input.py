@@ -83,8 +83,9 @@ def test_corrupt_checkpoint_error_does_not_advise_unsafe_loading(tmp_path):
 
 
 def test_npz_that_is_not_a_zip_gets_a_plain_error(tmp_path):
-    from dnas_core import DataError
     from dnas_tasks.medical.tasks import read_medmnist
+
+    from dnas_core import DataError
 
     bad = tmp_path / "pneumoniamnist.npz"
     bad.write_text("a,b\n1,2\n")

@@ -255,7 +255,7 @@ def validate_manifest(data: dict[str, Any], registries: Registries, source: str 
     if unknown:
         key = sorted(unknown)[0]
         close = difflib.get_close_matches(key, list(model.model_fields), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = f"; did you mean {close[0]!r}?" if close else f"; the fields are {', '.join(model.model_fields)}"
         raise ManifestError(f"{key}: unknown top-level field{hint}", source=source)
     _check_component_names(data, registries, source)
     try:

@@ -34,6 +34,7 @@ def test_quickstart_validates_and_round_trips(pm, tmp_path):
         ({"strategy": {"type": "dartz"}}, r"strategy\.type: unknown strategy 'dartz'; did you mean 'darts'"),
         ({"task": {"limit_train": 10}}, r"task\.type: missing"),
         ({"trian": {"epochs": 1}}, r"trian: unknown top-level field; did you mean 'train'"),
+        ({"zzz": 1}, r"zzz: unknown top-level field; the fields are version, name, seed, train"),
         ({"train": {"epochs": -1}}, r"train\.epochs: Input should be greater than or equal to 0"),
         ({"space": {"type": "nb201", "C": 0}}, r"space\.C: Input should be greater than or equal to 1"),
     ],

@@ -148,6 +148,8 @@ def _load_entry_points(pm: DnasPluginManager) -> None:
         dist = ep.dist
         dist_name = dist.metadata["Name"] if dist is not None else "<unknown>"
         version = dist.version if dist is not None else ""
+        if pm.is_blocked(ep.name):  # blocked names are skipped before anything else
+            continue
         if ep.name in seen:
             other = seen[ep.name]
             if other.distribution == dist_name and other.module == ep.value:
@@ -155,12 +157,10 @@ def _load_entry_points(pm: DnasPluginManager) -> None:
             raise PluginError(
                 f"two distributions register a dnas plugin named {ep.name!r}: "
                 f"{other.distribution} {other.version} ({other.module}) and {dist_name} {version} ({ep.value}); "
-                f"uninstall one or disable it with {DISABLE_ENV}={ep.name}"
+                f"uninstall one of them ({DISABLE_ENV}={ep.name} would switch off both)"
             )
         info = PluginInfo(ep.name, ep.value, dist_name, version, f"{ENTRY_POINT_GROUP}:{ep.name}")
         seen[ep.name] = info
-        if pm.is_blocked(ep.name):
-            continue
         try:
             plugin = ep.load()
         except Exception as exc:  # noqa: BLE001 - re-raised with the distribution named

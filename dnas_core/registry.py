@@ -14,7 +14,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError, create_model
 
-from .components import Component
+from .components import Component, ComponentConfig
 from .errors import ComponentNotFoundError, ManifestError, PluginError
 
 T = TypeVar("T", bound=Component)
@@ -55,6 +55,10 @@ class Registry(Generic[T]):
 
     # -- filling ------------------------------------------------------------------
     def register(self, cls: type[T], plugin: str = "<direct>", distribution: str = "<local>") -> type[T]:
+        who = f"plugin {plugin!r} ({distribution})"
+        if not isinstance(cls, type):
+            raise PluginError(f"{who} registers {cls!r} (a {type(cls).__name__}) as a {self.kind}: the register "
+                              "hooks return component classes, not instances or names")
         name = getattr(cls, "name", "")
         if not isinstance(name, str) or not name:
             raise PluginError(
@@ -73,11 +77,27 @@ class Registry(Generic[T]):
                 f"(distribution {old.distribution}) and by plugin {plugin!r} "
                 f"(distribution {distribution}); disable one with DNAS_DISABLE_PLUGINS"
             )
-        model = create_model(
-            f"{cls.__name__}Manifest",
-            __base__=cls.Config,
-            type=(Literal[name], ...),  # type: ignore[valid-type]
-        )
+        config = getattr(cls, "Config", None)
+        if not (isinstance(config, type) and issubclass(config, ComponentConfig)):
+            raise PluginError(f"{who}: {self.kind} {name!r} has Config {config!r}, which does not subclass "
+                              "dnas_core.ComponentConfig (a pydantic model)")
+        if "type" in config.model_fields:
+            raise PluginError(f"{who}: {self.kind} {name!r} declares a config field named 'type'; that key selects "
+                              "the component in a manifest, so the field would never be set. Rename it")
+        try:
+            model = create_model(
+                f"{cls.__name__}Manifest",
+                __base__=config,
+                type=(Literal[name], ...),  # type: ignore[valid-type]
+            )
+            # a field type pydantic cannot describe (e.g. torch.dtype) would otherwise fail
+            # only later, when a run saves its manifest or `dnas schema` runs
+            model.model_json_schema()
+        except Exception as exc:  # noqa: BLE001 - re-raised with the plugin named
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise PluginError(f"{who}: the config of {self.kind} {name!r} cannot be used in a manifest: "
+                              f"{type(exc).__name__}: {first}; use JSON-compatible field types "
+                              "(numbers, strings, lists, dicts, Literal, pydantic models)") from exc
         model.__doc__ = (cls.__doc__ or cls.description or "").strip() or None
         self._entries[name] = Entry(name, cls, plugin, distribution, model)
         return cls

@@ -7,6 +7,7 @@ import sys
 import types
 
 import pytest
+import torch
 
 from dnas_core import ComponentConfig, PluginError, Task, get_plugin_manager, hookimpl
 from dnas_core.errors import ComponentNotFoundError
@@ -113,6 +114,43 @@ def test_same_entry_point_name_from_two_distributions(monkeypatch):
     monkeypatch.setattr("dnas_core.plugin_manager._entry_points", lambda: eps)
     with pytest.raises(PluginError, match=r"dnas-one 1.0.*dnas-two 2.0"):
         _load_entry_points(DnasPluginManager())
+
+
+def test_a_blocked_name_skips_both_clashing_distributions(monkeypatch):
+    """The clash error cannot be worked round by uninstalling when the user cannot: with
+    the name blocked, neither distribution is loaded and dnas starts."""
+    mod = types.ModuleType("x")
+    eps = [
+        _EP("tasks-x", "pkg_one", _FakeDist("dnas-one", "1.0"), lambda: mod),
+        _EP("tasks-x", "pkg_two", _FakeDist("dnas-two", "2.0"), lambda: mod),
+    ]
+    monkeypatch.setattr("dnas_core.plugin_manager._entry_points", lambda: eps)
+    pm = DnasPluginManager()
+    pm.set_blocked("tasks-x")
+    _load_entry_points(pm)
+    assert "tasks-x" not in pm.info
+
+
+def _config_class(**fields):
+    from pydantic import ConfigDict
+
+    return type("Cfg", (ComponentConfig,), {"__annotations__": {k: v[0] for k, v in fields.items()},
+                                             "model_config": ConfigDict(arbitrary_types_allowed=True),
+                                             **{k: v[1] for k, v in fields.items()}})
+
+
+@pytest.mark.parametrize("cls, message", [
+    ("iris", "a str"),
+    (lambda: type("T", (Task,), {"name": "t", "Config": dict}), "does not subclass dnas_core.ComponentConfig"),
+    (lambda: type("T", (Task,), {"name": "t", "Config": _config_class(type=(str, "x"))}), "field named 'type'"),
+    (lambda: type("T", (Task,), {"name": "t", "Config": _config_class(dtype=(torch.dtype, torch.float32))}),
+     "cannot be used in a manifest"),
+], ids=["a-name", "plain-config", "type-field", "torch-dtype-field"])
+def test_registry_names_the_plugin_for_unusable_components(cls, message):
+    reg = Registry("task", Task)
+    with pytest.raises(PluginError, match=message) as err:
+        reg.register(cls if isinstance(cls, str) else cls(), plugin="nodef", distribution="dnas-nodef 0.1")
+    assert "'nodef' (dnas-nodef 0.1)" in str(err.value)
 
 
 def test_registry_did_you_mean_and_create_validates():

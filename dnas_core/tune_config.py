@@ -125,8 +125,9 @@ class TuneConfig(_Section):
     )
     prune_metric: Optional[str] = Field(
         None,
-        description="per-epoch search metric reported to the pruner (default: the objective's "
-        "search.<key>, else val_accuracy); must improve in the objective's direction",
+        description="per-epoch search metric reported to the pruner (default: the first objective's "
+        "search.<key> / retrain.<key>, val_<key> for test.<key>, else val_accuracy when maximising and "
+        "val_loss when minimising); must improve in the objective's direction",
     )
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
@@ -160,10 +161,20 @@ class TuneConfig(_Section):
         return [o.direction for o in self.objectives]
 
     def resolved_prune_metric(self) -> str:
+        """The per-epoch search metric the pruner sees. It must move the way the first
+        objective does: ``search.<key>`` and ``retrain.<key>`` give ``<key>``,
+        ``test.<key>`` the same metric on the validation split (``val_<key>``), and a
+        result field (``params``, ``latency_ms``, ...) ``val_accuracy`` when maximised,
+        ``val_loss`` when minimised."""
         if self.prune_metric:
             return self.prune_metric
-        first = self.objectives[0].metric
-        return first.split(".", 1)[1] if first.startswith("search.") else "val_accuracy"
+        first = self.objectives[0]
+        stage, _, key = first.metric.partition(".")
+        if key and stage in ("search", "retrain"):
+            return key
+        if key and stage == "test":
+            return f"val_{key}"
+        return "val_accuracy" if first.direction == "maximize" else "val_loss"
 
 
 __all__ = ["TuneConfig", "FloatParam", "IntParam", "CategoricalParam", "Objective", "SamplerConfig", "PrunerConfig"]

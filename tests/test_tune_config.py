@@ -83,6 +83,19 @@ def test_prune_metric_defaults_to_the_search_objective():
     assert cfg.resolved_prune_metric() == "val_loss"
 
 
+@pytest.mark.parametrize("metric, direction, expected", [
+    ("test.loss", "minimize", "val_loss"),  # was val_accuracy: the pruner saw accuracy as a loss
+    ("test.accuracy", "maximize", "val_accuracy"),
+    ("retrain.val_accuracy", "maximize", "val_accuracy"),
+    ("params", "minimize", "val_loss"),
+    ("latency_ms", "maximize", "val_accuracy"),
+])
+def test_default_prune_metric_moves_with_the_objective(metric, direction, expected):
+    cfg = TuneConfig.model_validate({"params": {"seed": {"type": "int", "low": 0, "high": 3}},
+                                     "objectives": [{"metric": metric, "direction": direction}]})
+    assert cfg.resolved_prune_metric() == expected
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(), st.booleans(), st.none(),
                  st.text(alphabet="abcxyz_-.01e", max_size=8)))

@@ -287,7 +287,7 @@ def fit(run: Any, model: nn.Module, stage: str = "retrain") -> dict[str, float]:
             torch.manual_seed(derive_seed(run.seed, stage, "torch", epoch))
             gen = torch_generator(run.seed, stage, "batches", epoch)
             model.train()
-            total, count, correct = 0.0, 0, 0
+            total, count, correct, has_accuracy = 0.0, 0, 0, False
             for inputs, target in iterate_batches(
                 train_set, cfg.batch_size, shuffle=True, generator=gen, drop_last=len(train_set) > cfg.batch_size, device=device
             ):
@@ -308,10 +308,11 @@ def fit(run: Any, model: nn.Module, stage: str = "retrain") -> dict[str, float]:
                 total += float(loss.detach()) * n
                 count += n
                 if out.dim() == 2 and out.shape[1] > 1 and target.dim() == 1:
+                    has_accuracy = True
                     correct += int((out.argmax(1) == target).sum())
                 bar.step(loss=total / max(count, 1))
             metrics: dict[str, float] = {"train_loss": total / max(count, 1), "lr": optimizer.param_groups[0]["lr"]}
-            if correct:
+            if has_accuracy:  # a real 0 accuracy is logged too
                 metrics["train_accuracy"] = correct / max(count, 1)
             if guard.skipped:
                 metrics["skipped_steps"] = guard.skipped

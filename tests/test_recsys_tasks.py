@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +217,10 @@ def test_movielens_search_end_to_end(tmp_path):
     assert set(m) >= {"hr@10", "ndcg@10"} and 0 <= m["ndcg@10"] <= m["hr@10"] <= 1
     assert result["onnx_max_abs_diff"] < 1e-4
     assert result["export"]["checked_inputs"] > 0
+    # one score per example: no accuracy to log (it used to read 0.0 in the search records)
+    records = [json.loads(x) for x in (tmp_path / "ml" / "metrics.jsonl").read_text().splitlines()]
+    assert records and all("train_accuracy" not in r for r in records)
+    assert any(r.get("stage") == "search" and "train_loss" in r for r in records)
 
 
 @pytest.mark.slow

@@ -192,7 +192,7 @@ class DifferentiableStrategy(Strategy):
             _requires_grad(weights, True)
         return float(loss.detach())
 
-    def weight_step(self, net: Network, batch_w: tuple, loss_fn: nn.Module, w_opt, backend) -> tuple[float, int]:
+    def weight_step(self, net: Network, batch_w: tuple, loss_fn: nn.Module, w_opt, backend) -> tuple[float, int | None]:
         arch = net.body.arch_parameters()
         self.phase = "weight"
         _requires_grad(arch, False)
@@ -213,7 +213,8 @@ class DifferentiableStrategy(Strategy):
             w_opt.step()
         finally:
             _requires_grad(arch, True)
-        correct = int((out.argmax(1) == y).sum()) if out.dim() == 2 and y.dim() == 1 else 0
+        # None: accuracy is not defined for this output (a score per example, as recsys)
+        correct = int((out.argmax(1) == y).sum()) if out.dim() == 2 and out.shape[1] > 1 and y.dim() == 1 else None
         return float(loss.detach()), correct
 
     # -- divergence --------------------------------------------------------------------
@@ -297,6 +298,7 @@ class DifferentiableStrategy(Strategy):
                 val_batches = cycle_batches(val, cfg.batch_size, seed, "search", "a", epoch, device=device)
                 net.train()
                 tot_loss, tot_n, tot_correct, arch_total, arch_steps = 0.0, 0, 0, 0.0, 0
+                has_accuracy = False
                 for batch in iterate_batches(train, cfg.batch_size, shuffle=True, generator=gen,
                                              drop_last=len(train) > cfg.batch_size, device=device):
                     (xw, yw), self._share_w = ddp.shard_batch(batch)  # this rank's slice of the global batch
@@ -313,11 +315,14 @@ class DifferentiableStrategy(Strategy):
                         continue
                     tot_loss += loss * yw.shape[0]
                     tot_n += yw.shape[0]
-                    tot_correct += correct
+                    if correct is not None:
+                        has_accuracy = True
+                        tot_correct += correct
                     bar.step(loss=tot_loss / max(tot_n, 1))
                 tot_loss, tot_n, tot_correct, arch_total = ddp.sum_over_ranks([tot_loss, tot_n, tot_correct, arch_total])
-                metrics: dict[str, Any] = {"train_loss": tot_loss / max(tot_n, 1),
-                                           "train_accuracy": tot_correct / max(tot_n, 1)}
+                metrics: dict[str, Any] = {"train_loss": tot_loss / max(tot_n, 1)}
+                if has_accuracy:
+                    metrics["train_accuracy"] = tot_correct / max(tot_n, 1)
                 if arch_steps:
                     metrics["arch_loss"] = arch_total / arch_steps
                 if cfg.eval_supernet and ddp.is_main():  # only rank 0 logs

@@ -579,7 +579,10 @@ def build_sections(ctx: RunContext, result: dict[str, Any], network: Any = None)
 
     s = Section("Wall time per stage")
     st = result.get("stage_seconds", {})
-    s.table(["stage", "seconds"], [[k, float(v)] for k, v in st.items()] + [["total", float(sum(st.values()))]])
+    # written while the report stage runs: its own time (and so result.json's wall_seconds) is not known yet
+    s.table(["stage", "seconds"],
+            [[k, float(v)] for k, v in st.items()] + [["sum of the stages above", float(sum(st.values()))]])
+    s.p("The report stage itself is not included; `wall_seconds` in result.json is the whole run.")
     sections.append(s)
 
     extra = [x for x in ctx.state.get("report_sections", []) if isinstance(x, str)]

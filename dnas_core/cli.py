@@ -99,7 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dnas: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("dnas: interrupted (resume with `dnas run --resume RUN_DIR`)", file=sys.stderr)
+        if args.command == "tune":
+            print("dnas: interrupted (run the same `dnas tune` command again: the interrupted trial is retried "
+                  "and its run resumes)", file=sys.stderr)
+        else:
+            print("dnas: interrupted (resume with `dnas run --resume RUN_DIR`)", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place unexpected errors end up
         if args.debug:

@@ -58,6 +58,9 @@ _STALE_KW = ("heartbeat_stale_trial_callback"
 #: Trial states that use up the budget of a study (see :func:`budget_used`).
 _COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 _HEARTBEAT_ATTR = "dnas:heartbeat"
+#: Set on a trial whose run was interrupted (Ctrl-C) to that trial's own number: Optuna
+#: marks it FAIL, and the next start of the study retries it (see :func:`recover_interrupted`).
+_INTERRUPTED_ATTR = "dnas:interrupted"
 
 
 class TrialPruned(StopRun):
@@ -356,6 +359,11 @@ class _Objective:
         except TrialPruned as exc:
             orch.run_dir.set_status("pruned", reason=str(exc))
             raise optuna.TrialPruned(str(exc)) from None
+        except KeyboardInterrupt:
+            # Optuna marks the trial FAIL and re-raises; the mark makes the next start of
+            # the study retry it, resuming this run directory, instead of losing it
+            trial.study._storage.set_trial_system_attr(trial._trial_id, _INTERRUPTED_ATTR, trial.number)
+            raise
         finally:
             self.pm.unregister(reporter)
         values = run_values(run_dir, result)
@@ -425,6 +433,50 @@ def budget_used(trials: Sequence[FrozenTrial]) -> int:
     return len(counted) - len(retries)
 
 
+def _pid_is_dead(worker: str) -> bool:
+    """True when ``worker`` ("host:pid", a trial's ``worker`` attribute) is a process of
+    this host that no longer exists. Any doubt (another host, no permission) is False."""
+    host, _, pid = worker.rpartition(":")
+    if host != os.uname().nodename or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def recover_interrupted(study: optuna.Study, cfg: TuneConfig) -> list[int]:
+    """Queue a retry of each trial that a stopped ``dnas tune`` left behind, so that
+    running the same command again finishes it (resuming its run directory) within the
+    same budget:
+
+    * a trial interrupted with Ctrl-C (FAIL, marked by :class:`_Objective`);
+    * a trial still RUNNING whose worker process on this host is gone (killed with
+      SIGTERM or SIGKILL): it is failed now rather than after the heartbeat grace period.
+
+    Returns the numbers of the trials retried."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    storage = study._storage
+    out = []
+    for t in trials:
+        if t.number in retried:
+            continue
+        if t.state == TrialState.RUNNING and _pid_is_dead(str(t.user_attrs.get("worker", ""))):
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            t = storage.get_trial(t._trial_id)
+        elif not (t.state == TrialState.FAIL and t.system_attrs.get(_INTERRUPTED_ATTR) == t.number):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            RetryCallback(max_retry=cfg.max_retry)(study, t)
+        out.append(t.number)
+    return out
+
+
 def _search_epochs(manifest: ManifestBase) -> int:
     return int(getattr(manifest.strategy, "epochs", 1) or 1)  # type: ignore[attr-defined]
 
@@ -476,6 +528,9 @@ def tune(manifest_path: str | Path, overrides: list[str] | None = None, storage:
     # Create the study once here so that the workers only ever load it.
     study_obj = open_study(make_storage(store, cfg), name, cfg, 0, _search_epochs(manifest))
     log(f"[tune] study {name!r} on {_redact(store)}: budget {budget} trials, {workers} worker(s), dir {sdir}")
+    again = recover_interrupted(study_obj, cfg)
+    if again:
+        log(f"[tune] retrying interrupted trial(s) {', '.join(map(str, again))} (their runs resume)")
     if workers <= 1:
         run_worker(manifest_path, overrides, store, name, sdir, budget, 0, pm)
     else:

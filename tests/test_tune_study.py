@@ -121,6 +121,66 @@ def test_killed_workers_trial_is_retried_and_resumes_its_run(tmp_path, pm):
     assert retry.value == pytest.approx(last["val_accuracy"])
 
 
+class _CtrlCAtEpoch1:
+    """A user pressing Ctrl-C during search epoch 1 of the first trial."""
+
+    @hookimpl
+    def dnas_epoch_end(self, run, stage, epoch, metrics):
+        if stage == "search" and epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_a_trial_interrupted_with_ctrl_c_is_retried_by_the_next_start(tmp_path, pm):
+    """Optuna marks an interrupted trial FAIL, which used to cost a trial of the budget
+    and abandon its checkpointed run; running the same command again now finishes it."""
+    m = manifest(tmp_path, n_trials=1)
+    sdir = tmp_path / "study"
+    ctrl_c = _CtrlCAtEpoch1()
+    pm.register(ctrl_c, name="test-ctrl-c")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            tune(m, study_dir=str(sdir), report=False, pm=pm)
+    finally:
+        pm.unregister(ctrl_c)
+    run0 = sdir / "trials" / "trial-0000"
+    assert RunDir(run0).load_checkpoint("search")["epoch"] == 0
+
+    summary = tune(m, study_dir=str(sdir), report=False, pm=pm)
+
+    trials = load(str(sdir / "journal.log")).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert summary["trials"] == 2 and trials[1].system_attrs["failed_trial"] == 0
+    assert trials[1].user_attrs["run_dir"] == str(run0)  # resumed, not restarted
+    assert search_epochs(run0) == [0, 1]
+    # a third start has nothing left to do: the budget of one trial is used
+    assert tune(m, study_dir=str(sdir), report=False, pm=pm)["trials"] == 2
+
+
+def test_a_running_trial_of_a_dead_local_worker_is_failed_and_retried(tmp_path):
+    from dnas_core.tune import recover_interrupted
+
+    m = manifest(tmp_path, n_trials=1)
+    cfg = TuneConfig.model_validate(yaml.safe_load(m.read_text())["tune"])
+    store = str(tmp_path / "journal.log")
+    study = optuna.create_study(storage=make_storage(store, cfg), study_name="tiny", direction="maximize")
+    with pytest.warns(UserWarning, match="Heartbeat"):  # optuna: ask() outside optimize()
+        dead = study.ask()
+        alive = study.ask()
+    for t in (dead, alive):
+        t.suggest_float("strategy.arch_lr", 1e-4, 3e-2, log=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that has exited (SIGTERM / SIGKILL leave the trial RUNNING like this)
+    dead.set_user_attr("worker", f"{os.uname().nodename}:{gone.pid}")
+    alive.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+
+    assert recover_interrupted(study, cfg) == [dead.number]
+
+    trials = load(store).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
+    assert trials[2].system_attrs["failed_trial"] == dead.number
+    assert recover_interrupted(study, cfg) == []  # queued once
+
+
 def _two_workers(tmp_path: Path, storage: str | None) -> None:
     m = manifest(tmp_path, n_trials=2)
     sdir = tmp_path / "study"

@@ -289,18 +289,36 @@ def resolve_defaults(manifest: ManifestBase, registries: Registries) -> Manifest
     with the best available installed component, so the saved manifest is explicit."""
     updates: dict[str, Any] = {}
     if manifest.backend is None:  # type: ignore[attr-defined]
-        cands = [e for e in registries.backends.entries() if e.cls.trains and e.cls.is_available()]
-        if cands:
-            best = max(cands, key=lambda e: e.cls.auto_priority)
-            updates["backend"] = best.config_model(type=best.name)
+        chosen = _auto_component(registries.backends.entries(), "backend", lambda cls: cls.trains and cls.is_available())
+        if chosen is not None:
+            updates["backend"] = chosen
     # `export: null` written in the manifest means "no export"; only a missing section
     # gets the default exporter
     if manifest.export is None and "export" not in manifest.model_fields_set:  # type: ignore[attr-defined]
-        cands = registries.exporters.entries()
-        if cands:
-            best = max(cands, key=lambda e: e.cls.auto_priority)
-            updates["export"] = best.config_model(type=best.name)
+        chosen = _auto_component(registries.exporters.entries(), "export", lambda cls: True)
+        if chosen is not None:
+            updates["export"] = chosen
     return manifest.model_copy(update=updates) if updates else manifest
+
+
+def _auto_component(entries: list[Any], section: str, usable: Any) -> BaseModel | None:
+    """The default config of the highest-priority usable component, or None. A plugin
+    whose availability check raises, or whose config cannot be built from defaults (a
+    required field), is passed over with a warning naming it, so one broken plugin does
+    not stop runs that never asked for it."""
+    import warnings
+
+    for entry in sorted(entries, key=lambda e: e.cls.auto_priority, reverse=True):
+        try:
+            if not usable(entry.cls):
+                continue
+            return entry.config_model(type=entry.name)
+        except Exception as exc:  # noqa: BLE001 - reported with the plugin named, then skipped
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            warnings.warn(f"{section}: skipped {entry.name!r} (plugin {entry.plugin!r}, {entry.distribution}) as the "
+                          f"automatic choice: {type(exc).__name__}: {first}; name a {section} in the manifest to "
+                          "choose one", stacklevel=3)
+    return None
 
 
 def dump_manifest(manifest: ManifestBase) -> str:

@@ -179,3 +179,46 @@ def test_registry_rejects_nameless_and_wrong_base():
 def test_entry_points_group_lists_builtins():
     names = {ep.name for ep in md.entry_points(group="dnas.plugins")}
     assert {"vision", "nb201", "darts", "onnx"} <= names
+
+
+class _RemoteConfig(ComponentConfig):
+    host: str  # required: no default config can be built
+
+
+class _BrokenBackendsPlugin:
+    """A third-party plugin whose backends outrank the built-ins for the automatic
+    choice but cannot be that choice."""
+
+    @hookimpl
+    def dnas_register_backends(self):
+        from dnas_core import Backend
+
+        class Remote(Backend):
+            name, Config, auto_priority = "remote-needs-host", _RemoteConfig, 1000
+
+        class Flaky(Backend):
+            name, auto_priority = "flaky", 999
+
+            @classmethod
+            def is_available(cls):
+                raise OSError("cannot reach remote host")
+
+        return [Remote, Flaky]
+
+
+def test_automatic_backend_skips_broken_candidates_with_a_warning(tmp_path):
+    import yaml
+    from conftest import MINI_MANIFEST
+
+    from dnas_core.manifest import load_manifest, resolve_defaults
+
+    pm = get_plugin_manager(extra_plugins=[_BrokenBackendsPlugin()])
+    data = yaml.safe_load(MINI_MANIFEST.read_text())
+    data.pop("backend", None)
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.warns(UserWarning) as caught:
+        m = resolve_defaults(load_manifest(path, pm.registries), pm.registries)
+    assert m.backend.type not in ("remote-needs-host", "flaky")  # a built-in backend instead
+    text = " ".join(str(w.message) for w in caught)
+    assert "'remote-needs-host'" in text and "'flaky'" in text and "_BrokenBackendsPlugin" in text

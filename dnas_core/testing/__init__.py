@@ -12,6 +12,11 @@ pytest collects the whole battery::
 dnas runs the same suites over every built-in component.
 """
 
+try:
+    import pytest  # noqa: F401 - the suites are pytest classes
+except ImportError as exc:  # a plain `pip install dnas` has no pytest
+    raise ImportError("dnas_core.testing needs pytest: pip install \"dnas[test]\"") from exc
+
 from .contracts import BackendContract, SearchSpaceContract, StrategyContract, TaskContract, tiny_manifest
 
 __all__ = ["BackendContract", "SearchSpaceContract", "StrategyContract", "TaskContract", "tiny_manifest"]

@@ -203,7 +203,9 @@ class BackendContract:
 
 
 def tiny_manifest(**sections: Any) -> dict[str, Any]:
-    """A manifest dict for a seconds-long run on digits (override any section)."""
+    """A manifest dict for a seconds-long run on digits (override any section). The
+    space is ``nb201`` (images): a task of another modality needs ``space=`` as well,
+    e.g. ``tiny_manifest(task={"type": "iris"}, space={"type": "tabular_mlp"})``."""
     base: dict[str, Any] = {
         "name": "contract",
         "seed": 0,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from typing import Sequence
@@ -53,8 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("overrides", nargs="*")
     v.add_argument("--quiet", "-q", action="store_true", help="print nothing on success")
 
-    sub.add_parser("plugins", help="list installed plugins and what they register",
-                   description="List every plugin with its distribution, version and components.")
+    pl = sub.add_parser("plugins", help="list installed plugins and what they register",
+                        description="List every plugin with its distribution, version and components. When a "
+                        "plugin is broken, the installed entry points are listed and the error names it.")
+    pl.add_argument("--verbose", "-v", action="store_true", help="also list each component with its description")
 
     s = sub.add_parser("schema", help="print the JSON schema of manifests",
                        description="Print the JSON schema of the manifest for the installed plugins.")
@@ -75,6 +78,37 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--exporter", help="exporter name (default: the manifest's)")
     return p
+
+
+def _list_plugins(verbose: bool) -> int:
+    """``dnas plugins``: the diagnostic command keeps working when a plugin is broken
+    (it lists the installed entry points and names the broken one)."""
+    from .errors import PluginError
+    from .plugin_manager import _entry_points, get_plugin_manager
+
+    try:
+        pm = get_plugin_manager()
+    except PluginError as exc:
+        for ep in sorted(_entry_points(), key=lambda e: e.name):
+            dist = ep.dist.metadata["Name"] if ep.dist is not None else "<unknown>"
+            version = ep.dist.version if ep.dist is not None else ""
+            print(f"{ep.name}  {dist} {version}  {ep.value}")
+        print(f"dnas: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    rows = []
+    for name, info in sorted(pm.info.items()):
+        comps = "; ".join(f"{k}: {', '.join(v)}" for k, v in info.components.items()) or "(hooks only)"
+        rows.append([name, f"{info.distribution} {info.version}".strip(), info.module, comps])
+    widths = [max(len(r[i]) for r in rows) for i in range(3)] if rows else [0, 0, 0]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)) + "  " + r[3])
+        if verbose:
+            info = pm.info[r[0]]
+            for kind, names in info.components.items():
+                for comp in names:
+                    desc = pm.registries[kind].get(comp).description
+                    print(f"    {kind} {comp}: {desc or '(no description)'}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"dnas: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # output piped into `head` and the like: not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the exit flush does not fail again
+        return 0
     except KeyboardInterrupt:
         if args.command == "tune":
             print("dnas: interrupted (run the same `dnas tune` command again: the interrupted trial is retried "
@@ -157,6 +194,9 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(json.dumps(data, indent=2) if args.json else text)
         return 0
 
+    if args.command == "plugins":
+        return _list_plugins(args.verbose)
+
     pm = get_plugin_manager()
     if args.command == "validate":
         from .manifest import dump_manifest, load_manifest, resolve_defaults
@@ -169,12 +209,6 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if not args.quiet:
             print(dump_manifest(manifest), end="")
             print(f"# {args.manifest}: valid", file=sys.stderr)
-        return 0
-
-    if args.command == "plugins":
-        for name, info in sorted(pm.info.items()):
-            comps = "; ".join(f"{k}: {', '.join(v)}" for k, v in info.components.items()) or "(hooks only)"
-            print(f"{name:<14} {info.distribution} {info.version:<8} {info.module:<36} {comps}")
         return 0
 
     if args.command == "schema":

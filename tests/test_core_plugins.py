@@ -222,3 +222,19 @@ def test_automatic_backend_skips_broken_candidates_with_a_warning(tmp_path):
     assert m.backend.type not in ("remote-needs-host", "flaky")  # a built-in backend instead
     text = " ".join(str(w.message) for w in caught)
     assert "'remote-needs-host'" in text and "'flaky'" in text and "_BrokenBackendsPlugin" in text
+
+
+def test_dnas_plugins_lists_entry_points_when_a_plugin_is_broken(monkeypatch, capsys):
+    from dnas_core.cli import main
+    from dnas_core.plugin_manager import _entry_points
+
+    def fail():
+        raise ImportError("No module named 'missing_dep'")
+
+    real = _entry_points()
+    monkeypatch.setattr("dnas_core.plugin_manager._entry_points",
+                        lambda: [*real, _EP("shiny", "shiny_plugin", _FakeDist("dnas-shiny", "1.2"), fail)])
+    assert main(["plugins"]) == 2
+    out, err = capsys.readouterr()
+    assert "shiny  dnas-shiny 1.2  shiny_plugin" in out and "nb201" in out  # the broken one and the rest
+    assert "'shiny'" in err and "missing_dep" in err

@@ -1,7 +1,8 @@
-"""Helpers shared by the built-in tasks: data paths, reproducible splits."""
+"""Helpers shared by the built-in tasks: data paths, reproducible splits, safe unpickling."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Sequence
 
@@ -82,3 +83,31 @@ def tensor_task_data(x_train, y_train, x_val, y_val, x_test, y_test):
                              torch.from_numpy(np.ascontiguousarray(y)).long())
 
     return TaskData(train=pair(x_train, y_train), val=pair(x_val, y_val), test=pair(x_test, y_test))
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and builtin containers only: a pickle can run arbitrary
+    code when loaded, so any other global it names is a :class:`DataError` and nothing
+    of it is executed. Used for the data sets distributed as pickles (MNIST-1D,
+    CIFAR-10/100). ``encoding`` as in :class:`pickle.Unpickler` (``"latin1"`` reads
+    Python 2 pickles, CIFAR's, with their numpy arrays)."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def __init__(self, file, source: Path, encoding: str = "ASCII"):
+        super().__init__(file, encoding=encoding)
+        self.source = source
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            mod = __import__(module, fromlist=[name])
+            return getattr(mod, name)
+        raise DataError(f"{self.source}: the pickle refers to {module}.{name}, which a data file has no need of; "
+                        f"refusing to load it (only numpy arrays and plain containers are allowed)")

@@ -88,6 +88,12 @@ def _mnist1d_sample() -> bytes:
     return pickle.dumps(d, protocol=4)
 
 
+def _cifar_batch_sample() -> bytes:
+    import pickle
+
+    return pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1], b"batch_label": b"b1"}, protocol=4)
+
+
 def default_targets() -> list[FuzzTarget]:
     """The parsers of the installed built-in tasks (those whose module is present)."""
     targets: list[FuzzTarget] = []
@@ -104,6 +110,8 @@ def default_targets() -> list[FuzzTarget]:
     add("dnas_tasks.vision.readers", "read_idx", "IDX (vision)", ".gz", _idx_sample)
     add("dnas_tasks.audio.readers", "read_wav", "WAV (audio)", ".wav", _wav_sample)
     add("dnas_tasks.audio.readers", "read_mnist1d", "mnist1d pickle (audio)", ".pkl", _mnist1d_sample)
+    add("dnas_tasks.vision.readers", "_unpickle_cifar", "CIFAR batch pickle (vision)", "", _cifar_batch_sample,
+        call=lambda fn, p: fn("cifar10", p.read_bytes(), str(p)))
     add("dnas_tasks.text.readers", "read_sst2", "SST-2 TSV (text)", ".tsv",
         lambda: b"label\tsentence\n1\ta fine film\n0\tdull\n")
     add("dnas_tasks.text.readers", "read_sms_spam", "SMS spam TSV (text)", ".txt",

@@ -12,12 +12,12 @@
 from __future__ import annotations
 
 import io
-import pickle
 import struct
 import wave
 from pathlib import Path
 
 import numpy as np
+from dnas_tasks._common import SafeUnpickler
 
 from dnas_core import DataError
 
@@ -54,30 +54,6 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
         x = np.frombuffer(raw, dtype=dtype).astype(np.float32) / float(1 << (8 * width - 1))
     x = x.reshape(-1, channels).mean(axis=1)
     return x.astype(np.float32), rate
-
-
-class SafeUnpickler(pickle.Unpickler):
-    """Unpickles numpy arrays and builtin containers only (see module doc)."""
-
-    ALLOWED = {
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-    }
-
-    def __init__(self, file, source: Path):
-        super().__init__(file)
-        self.source = source
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in self.ALLOWED:
-            mod = __import__(module, fromlist=[name])
-            return getattr(mod, name)
-        raise DataError(f"{self.source}: the pickle refers to {module}.{name}, which a data file has no need of; "
-                        f"refusing to load it (only numpy arrays and plain containers are allowed)")
 
 
 def safe_load_pickle(path: str | Path) -> object:

@@ -8,7 +8,7 @@ ONNX file takes raw pixels.
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import ClassVar, Literal, Optional
 
 import numpy as np
 import torch
@@ -185,6 +185,55 @@ class FashionMNISTTask(ImageTask):
         f = lambda a: (a.astype(np.float32) / 255.0)[:, None]  # noqa: E731
         return (f(arrays["train_x"]), arrays["train_y"].astype(np.int64), f(arrays["test_x"]),
                 arrays["test_y"].astype(np.int64), FASHION_CLASSES)
+
+
+class CIFAR10Config(ImageConfig):
+    path: Optional[str] = Field(
+        None, description="the unpacked folder cifar-10-batches-py, a folder holding it, or the archive "
+        "cifar-10-python.tar.gz (default: <data root>/vision/cifar-10-batches-py)")
+
+
+class CIFAR10Task(ImageTask):
+    """CIFAR-10 from its original python-pickle batches (32x32 RGB, 10 classes,
+    official 50,000 / 10,000 split). The pickles are read with a restricted unpickler
+    that allows numpy arrays and plain containers only."""
+
+    name = "cifar10"
+    description = "CIFAR-10 from the python-pickle batches or their .tar.gz (official train/test split)"
+    Config = CIFAR10Config
+    which: ClassVar[str] = "cifar10"
+
+    def _label(self) -> str:
+        return "fine"
+
+    def read(self):
+        from .readers import CIFAR_LAYOUT, _cifar_expected, read_cifar
+
+        default = f"vision/{CIFAR_LAYOUT[self.which]['folder']}"
+        root = resolve_path(self.config.path, default, self.which, _cifar_expected(self.which))
+        tx, ty, vx, vy, classes = read_cifar(self.which, root, self._label())
+        f = lambda a: a.astype(np.float32) / 255.0  # noqa: E731
+        return f(tx), ty, f(vx), vy, classes
+
+
+class CIFAR100Config(ImageConfig):
+    path: Optional[str] = Field(
+        None, description="the unpacked folder cifar-100-python, a folder holding it, or the archive "
+        "cifar-100-python.tar.gz (default: <data root>/vision/cifar-100-python)")
+    label: Literal["fine", "coarse"] = Field("fine", description="fine: the 100 classes; coarse: the 20 superclasses")
+
+
+class CIFAR100Task(CIFAR10Task):
+    """CIFAR-100 from its original python-pickle batches (32x32 RGB, 100 fine or 20
+    coarse classes, official 50,000 / 10,000 split)."""
+
+    name = "cifar100"
+    description = "CIFAR-100 (fine or coarse labels) from the python-pickle batches or their .tar.gz"
+    Config = CIFAR100Config
+    which: ClassVar[str] = "cifar100"
+
+    def _label(self) -> str:
+        return self.config.label
 
 
 class ImageFolderConfig(ImageConfig):

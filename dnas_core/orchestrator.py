@@ -11,12 +11,13 @@ from its last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import platform
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -34,6 +35,7 @@ from .manifest import (
     resolve_defaults,
     validate_manifest,
 )
+from .markers import PROJECT_NAME
 from .plugin_manager import DnasPluginManager, get_plugin_manager
 from .progress import log
 from .rundir import RunDir
@@ -142,12 +144,13 @@ class Orchestrator:
 
     def _start(self) -> None:
         ctx = self.ctx
-        ctx.backend.setup()
-        if distributed.is_distributed() and ctx.device.type == "cpu":
-            torch.set_num_threads(distributed.local_threads(torch.get_num_threads()))
-        seed_everything(self.manifest.seed)
-        ctx.space.check_task(ctx.task)
-        data = ctx.data  # load now so that data errors surface before any training
+        with self._name_errors("run start"):
+            ctx.backend.setup()
+            if distributed.is_distributed() and ctx.device.type == "cpu":
+                torch.set_num_threads(distributed.local_threads(torch.get_num_threads()))
+            seed_everything(self.manifest.seed)
+            ctx.space.check_task(ctx.task)
+            data = ctx.data  # load now so that data errors surface before any training
         self.run_dir.set_status("running", started=_now(), resumed=ctx.resumed)
         self.run_dir.write_json("environment.json", environment(self.pm, ctx))
         log(
@@ -163,13 +166,37 @@ class Orchestrator:
             return
         self.ctx.notify("dnas_stage_start", stage=name)
         t0 = time.perf_counter()
-        info = fn() or {}
+        with self._name_errors(f"{name} stage"):
+            info = fn() or {}
         seconds = time.perf_counter() - t0 + (self.state["seconds"].get(name, 0.0) if name not in self.state["completed"] else 0.0)
         if name not in self.state["completed"]:
             self.state["completed"].append(name)
             self.state["seconds"][name] = round(seconds, 3)
         self.run_dir.write_json("state.json", self.state)
         self.ctx.notify("dnas_stage_end", stage=name, seconds=seconds, info=info)
+
+    @contextlib.contextmanager
+    def _name_errors(self, where: str) -> Iterator[None]:
+        """A component's own error (FileNotFoundError, ...) becomes a RunFailed that says
+        where it happened and which components ran; dnas's errors pass unchanged."""
+        try:
+            yield
+        except (DnasError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - re-raised with the run's components named
+            raise RunFailed(f"{where} failed: {type(exc).__name__}: {exc} (components: "
+                            f"{self._components_text()})") from exc
+
+    def _components_text(self) -> str:
+        """The run's task, space and strategy; a third-party one with its plugin and
+        distribution, so an error inside it points at who to ask."""
+        m, reg, parts = self.manifest, self.pm.registries, []
+        for kind, section in (("task", m.task), ("space", m.space), ("strategy", m.strategy)):
+            entry = reg[kind].entry(section.type)
+            where = "" if entry.distribution.split()[0] == PROJECT_NAME else \
+                f" from plugin {entry.plugin!r} ({entry.distribution})"
+            parts.append(f"{kind} {section.type!r}{where}")
+        return ", ".join(parts)
 
     # -- stages ---------------------------------------------------------------------
     def search(self) -> dict[str, Any]:

@@ -238,3 +238,39 @@ def test_dnas_plugins_lists_entry_points_when_a_plugin_is_broken(monkeypatch, ca
     out, err = capsys.readouterr()
     assert "shiny  dnas-shiny 1.2  shiny_plugin" in out and "nb201" in out  # the broken one and the rest
     assert "'shiny'" in err and "missing_dep" in err
+
+
+class _MissingFilePlugin:
+    """A third-party task whose data loading fails with a plain Python error."""
+
+    @hookimpl
+    def dnas_register_tasks(self):
+        from dnas_tasks.vision.tasks import DigitsTask
+
+        class CsvDigits(DigitsTask):
+            name = "csv_digits"
+
+            def load_data(self, seed):
+                raise FileNotFoundError("iris2.csv")
+
+        return [CsvDigits]
+
+
+def test_a_components_own_error_names_the_stage_and_its_plugin(tmp_path):
+    import yaml
+    from conftest import MINI_MANIFEST
+
+    from dnas_core import RunFailed
+    from dnas_core.orchestrator import Orchestrator
+
+    pm = get_plugin_manager(extra_plugins=[_MissingFilePlugin()])
+    data = yaml.safe_load(MINI_MANIFEST.read_text())
+    data["task"]["type"] = "csv_digits"
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(RunFailed) as err:
+        Orchestrator.new(path, out=tmp_path / "run", pm=pm).run()
+    msg = str(err.value)
+    assert msg.startswith("run start failed: FileNotFoundError: iris2.csv")
+    assert "task 'csv_digits' from plugin '_MissingFilePlugin'" in msg and "space 'nb201'," in msg
+    assert isinstance(err.value.__cause__, FileNotFoundError)

@@ -586,11 +586,15 @@ def build_sections(ctx: RunContext, result: dict[str, Any], network: Any = None)
     sections.append(s)
 
     extra = [x for x in ctx.state.get("report_sections", []) if isinstance(x, str)]
-    if extra:
-        s = Section("From plugins")
-        for text in extra:
-            s.md(text)
-        sections.append(s)
+    loose = Section("From plugins")
+    for text in extra:
+        head, _, body = text.strip().partition("\n")
+        if head.startswith("## "):  # a plugin's own section: its heading, not an empty wrapper above it
+            sections.append(Section(head[3:].strip()).md(body.strip()))
+        else:
+            loose.md(text)
+    if loose.blocks:
+        sections.append(loose)
 
     if result.get("plugin_errors"):
         sections.append(Section("Plugin errors").table(["error"], [[e] for e in result["plugin_errors"]]))

@@ -39,6 +39,9 @@ def test_report_html_is_self_contained_and_complete(finished_run):
                         "Learning curves", "Model", "Wall time per stage", "Manifest"):
             assert heading in text
         assert "verified" in text  # the ONNX check
+    # the NAS-Bench-201 plugin's section arrives with its own heading: no empty wrapper above it
+    assert "## NAS-Bench-201 table" in md and "From plugins" not in md
+    assert "sum of the stages above" in md  # not a "total" that disagrees with result.json
 
 
 def test_html_escapes_plugin_sections():

@@ -89,8 +89,10 @@ def show(path: str | Path) -> str:
         lines.append("  seconds     " + "  ".join(f"{k}={v:.1f}" for k, v in run["stage_seconds"].items()))
     if not res:
         done = ", ".join(run["completed_stages"]) or "none"
-        lines.append(f"  stages done {done}" + ("  (resume with `dnas run --resume DIR`)"
-                                                  if st.get("status") != "completed" else ""))
+        status = st.get("status")
+        hint = {"pruned": "  (pruned by its study: the tuner stopped it on purpose)",
+                "completed": ""}.get(status, "  (resume with `dnas run --resume DIR`)")
+        lines.append(f"  stages done {done}{hint}")
     if res.get("plugin_errors"):
         lines += [f"  plugin error {e}" for e in res["plugin_errors"]]
     if run["reports"]:

@@ -639,8 +639,13 @@ def write_study_report(study: optuna.Study, cfg: TuneConfig, sdir: Path, summary
             save("intermediate_values.png", lambda: ovm.plot_intermediate_values(study))
     rows = []
     for t in study.get_trials(deepcopy=False):
+        # a pruned trial's value is Optuna's last intermediate value, not a final objective:
+        # it goes to its own column so that value_* holds final objectives only
+        final = t.values if t.state == TrialState.COMPLETE else None
+        last = max(t.intermediate_values) if t.intermediate_values else None
         rows.append({"number": t.number, "state": t.state.name.lower(),
-                     **{f"value_{n}": (t.values[i] if t.values else None) for i, n in enumerate(names)},
+                     **{f"value_{n}": (final[i] if final else None) for i, n in enumerate(names)},
+                     "last_intermediate": t.intermediate_values[last] if last is not None else None,
                      **{f"param_{k}": v for k, v in t.params.items()},
                      "duration_s": t.duration.total_seconds() if t.duration else None,
                      "run_dir": t.user_attrs.get("run_dir")})
@@ -652,7 +657,7 @@ def write_study_report(study: optuna.Study, cfg: TuneConfig, sdir: Path, summary
              "Objectives: " + ", ".join(f"{o.metric} ({o.direction})" for o in cfg.objectives), ""]
     if summary["best"]:
         lines += ["## Best trial" + ("s (Pareto front)" if len(names) > 1 else ""), "",
-                  "| trial | " + " | ".join(names) + " | params | run directory |",
+                  "| trial | " + " | ".join(names) + " | tuned parameters | run directory |",
                   "|---|" + "---|" * len(names) + "---|---|"]
         for b in summary["best"]:
             vals = " | ".join(f"{v:.4g}" for v in b["values"])

@@ -72,6 +72,19 @@ def test_pruned_trials_stop_early_and_a_study_resumes(tmp_path, pm):
     summary = tune(m, study_dir=str(sdir), n_trials=3, report=False, pm=pm)
     assert summary["trials"] == 3 and summary["states"] == {"pruned": 3}
     assert len({t.params["strategy.arch_lr"] for t in load(str(sdir / "journal.log")).trials}) == 3
+    # trials.csv keeps final objectives apart from what a pruned trial last reported
+    import csv
+
+    from dnas_core.tune import study_summary, write_study_report
+
+    study = load(str(sdir / "journal.log"))
+    cfg = TuneConfig.model_validate(yaml.safe_load(m.read_text())["tune"])
+    write_study_report(study, cfg, sdir, study_summary(study, cfg, str(sdir / "journal.log"), sdir))
+    with open(sdir / "report" / "trials.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 3 and all(r["state"] == "pruned" for r in rows)
+    assert all(r[k] == "" for r in rows for k in r if k.startswith("value_"))
+    assert all(float(r["last_intermediate"]) >= 0 for r in rows)
 
 
 class _KillAtEpoch1:

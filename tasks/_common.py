@@ -16,7 +16,12 @@ def resolve_path(path: str | None, default_rel: str, what: str, expected: str) -
     path and the expected format when it is missing."""
     p = Path(path).expanduser() if path else data_root() / default_rel
     if not p.exists():
-        hint = "" if path else f" (no path given in the manifest; looked under the data root {data_root()}, set DNAS_DATA_ROOT or task.path)"
+        if not path:
+            hint = f" (no path given in the manifest; looked under the data root {data_root()}, set DNAS_DATA_ROOT or task.path)"
+        elif not p.is_absolute():
+            hint = f" (a relative path is read from the current directory, {Path.cwd()})"
+        else:
+            hint = ""
         raise DataError(f"{what}: {p} does not exist{hint}; expected {expected}")
     return p
 

@@ -175,3 +175,10 @@ def test_cifar10_task_runs_end_to_end(tmp_path):
     assert task.io_spec().input_shape == (3, 32, 32) and len(data.test) == 12  # the official test batch
     x, _ = data.train[0]
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0  # pixels scaled to [0, 1]; the stem normalises
+
+
+def test_a_missing_relative_path_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    task = get_plugin_manager().registries.tasks.create("cifar10", {"path": "data/cifar-10-batches-py"})
+    with pytest.raises(DataError, match=r"relative path is read from the current directory, " + str(tmp_path)):
+        task.data(0)

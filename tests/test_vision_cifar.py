@@ -2,7 +2,10 @@
 not on these machines, so the tests write small files in the same format: the batches
 as Python 2's cPickle wrote them (``str`` keys, numpy arrays pickled by
 ``numpy.core.multiarray._reconstruct``; hand-assembled opcodes, as Python 3 cannot
-write that dialect), and Python 3 pickles with ``bytes`` keys, folders and ``.tar.gz``."""
+write that dialect), and Python 3 pickles with ``bytes`` keys, folders and ``.tar.gz``.
+The contract suites run on the slices committed under ``tests/data/vision`` (24 CIFAR-10
+images in the Python 2 dialect, 16 CIFAR-100 images in the Python 3 one), which
+``write_cifar10(root, per_batch=4)`` and ``write_cifar100_py3(root)`` regenerate."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import yaml
 from dnas_tasks.vision.readers import read_cifar
 
 from dnas_core import DataError, get_plugin_manager
+from dnas_core.testing import TaskContract
 
 
 # -- Python 2 pickles, opcode by opcode -----------------------------------------------------
@@ -86,6 +90,20 @@ def write_cifar100_py3(root: Path, n: int = 8) -> Path:
     (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": [f"f{i}".encode() for i in range(100)],
                                                 b"coarse_label_names": [f"c{i}".encode() for i in range(20)]}))
     return folder
+
+
+SLICES = Path(__file__).parent / "data" / "vision"  # written by write_cifar10 / write_cifar100_py3 below
+
+
+class TestCIFAR10Task(TaskContract):
+    def make_task(self):
+        return get_plugin_manager().registries.tasks.create("cifar10", {"path": str(SLICES)})
+
+
+class TestCIFAR100Task(TaskContract):
+    def make_task(self):
+        return get_plugin_manager().registries.tasks.create(
+            "cifar100", {"path": str(SLICES / "cifar-100-python"), "label": "coarse"})
 
 
 def test_cifar10_reader_keeps_pixels_labels_and_split(tmp_path):

@@ -307,3 +307,25 @@ def test_gan_rounds_pass_the_evaluated_cells_outside_the_top_set_as_negatives(ne
     run_queries(strat, _space(), _table_evaluator(), 20, seed=0)
     # Rounds start after 8, 12 and 16 queries.
     assert fits == [(3, (q - 3) if negatives else 0) for q in (8, 12, 16)]
+
+
+def test_gan_rounds_are_filled_by_the_generator_not_by_random_cells():
+    """A generated graph whose adjacency is not the NAS-Bench-201 DAG keeps its operations
+    and takes the top set's DAG. Without that, most generated graphs failed to decode
+    and rounds were silently filled with random cells (random search under another name)."""
+    from dnas_plugins.generators import GraphGAN
+    from dnas_plugins.strategies.generative import GANSearch
+    from dnas_plugins.strategies.query import run_queries
+
+    strat = GANSearch(queries=40, initial=10, per_round=10)
+    strat.generator = GraphGAN()
+    rounds, round_fn = [], strat._round
+
+    def spy_round(state):
+        round_fn(state)
+        rounds.append(dict(strat.last_fit))
+
+    strat._round = spy_round
+    run_queries(strat, _space(), _table_evaluator(), 40, seed=0)
+    assert len(rounds) == 3
+    assert all(r["random_fill"] == 0 and r["fresh_candidates"] >= 10 for r in rounds), rounds

@@ -76,6 +76,14 @@ def test_warm_start_changes_the_initial_population(tmp_path, source_run):
     top5 = RunStore.load([source_run]).top_genotypes("nb201", 5)
     assert [g for g, _ in warm.evaluations[:5]] == top5
     assert [g for g, _ in cold.evaluations[:5]] != top5
+    assert json.loads((tmp_path / "warm" / "search_summary.json").read_text())["warm_start"] == 5
+
+
+def test_a_warm_start_from_another_space_warns_instead_of_doing_nothing_silently(tmp_path, source_run):
+    # the source searched nb201 by queries: nothing in it can start a DARTS-space supernet
+    with pytest.warns(UserWarning, match="none of the listed runs holds a darts supernet"):
+        _run(tmp_path, "other", {"type": "darts", "epochs": 1, "batch_size": 32}, extends_runs=[str(source_run)],
+             space={"type": "darts", "C": 4, "layers": 2})
 
 
 def test_generator_weights_are_stored_and_warm_start_the_next_run(tmp_path, shared_data_module):

@@ -44,6 +44,7 @@ from dnas_core import ComponentConfig, IncompatibleError, MixWeights, RunFailed,
 from dnas_core import distributed as ddp
 from dnas_core import runstore
 from dnas_core.constraints import SupernetConstraint
+from dnas_core.progress import log
 from dnas_core.seeding import derive_seed, torch_generator
 from dnas_core.space import Network, Supernet
 from dnas_core.training import DivergenceGuard, iterate_batches, lr_at, num_batches, set_lr, start_epoch
@@ -268,7 +269,15 @@ class DifferentiableStrategy(Strategy):
             run.run_dir.truncate_metrics("search", start)
         elif run.manifest.extends_runs:
             # Transfer: start from the supernet body of earlier runs of this space (dnas_core.runstore).
-            runstore.warm_start_supernet(run, net)
+            loaded = runstore.warm_start_supernet(run, net)
+            self._warm_started = len(loaded)
+            if loaded:
+                log(f"[search] warm start: {len(loaded)} supernet tensors from extends_runs (space {run.space.name})")
+            else:
+                import warnings
+
+                warnings.warn(f"extends_runs: none of the listed runs holds a {run.space.name} supernet with matching "
+                              "shapes; the search starts from scratch", stacklevel=2)
         if excluded:  # pinned now and after every update (Adam's weight decay would move them)
             self._pin_excluded(excluded)
             a_opt.register_step_post_hook(lambda opt, args, kwargs: self._pin_excluded(excluded))

@@ -27,6 +27,7 @@ import optuna
 from pydantic import Field
 
 from dnas_core import Genotype, hookimpl
+from dnas_core.progress import log
 from dnas_core.seeding import derive_seed
 
 from .query import QueryConfig, QueryStrategy, SearchState
@@ -185,6 +186,7 @@ class VAEBO(QueryStrategy):
             if saved is not None:
                 self.generator.load_state_dict(saved)
                 self.pretrain_stats = {"warm_started": 1.0}
+                log(f"[search] warm start: the {self.generator.name} generator of extends_runs is reused, not retrained")
         sample_rng = np.random.default_rng(derive_seed(state.seed, "vae_bo", "pretrain"))
         graphs = self._pretrain_graphs(state, sample_rng)
         if self.generator.model is None:

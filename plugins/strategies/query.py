@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from dnas_core import ComponentConfig, Evaluator, Genotype, SearchOutcome, SearchSpace, Strategy
+from dnas_core.progress import log
 from dnas_core.registry import Registry
 from dnas_core.seeding import derive_seed
 
@@ -146,6 +147,15 @@ class QueryStrategy(Strategy):
         evaluator.setup(run)
         store = runstore.RunStore.from_run(run)
         warm = store.top_genotypes(run.space.name, cfg.warm_start_top) if len(store) and cfg.warm_start_top else []
+        if run.manifest.extends_runs and cfg.warm_start_top:
+            if warm:
+                log(f"[search] warm start: the {len(warm)} best {run.space.name} genotypes of extends_runs are "
+                    "queried first")
+            else:
+                import warnings
+
+                warnings.warn(f"extends_runs: none of the listed runs searched the {run.space.name} space; the "
+                              "search starts from scratch", stacklevel=2)
         ckpt = run.load_checkpoint("search")
         if ckpt is not None:
             run.run_dir.truncate_metrics("search", len(ckpt["history"]))
@@ -173,6 +183,9 @@ class QueryStrategy(Strategy):
         summary = {"queries": evaluator.queries, "best_score": score, "metric": evaluator.metric,
                    "evaluator": {"type": evaluator.name, **evaluator.stats()}, "warm_start": len(warm),
                    "best_curve": state.curve()}
+        pretrain = getattr(self, "pretrain_stats", None)  # generator strategies: how their model was obtained
+        if pretrain:
+            summary["generator_pretrain"] = dict(pretrain)
         return SearchOutcome(genotype=genotype, summary=summary)
 
     def _checkpoint(self, state: SearchState) -> dict[str, Any]:

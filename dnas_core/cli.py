@@ -122,6 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.raw_argv = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:  # the command line (not an embedding program or a test): warnings as one plain line
+        import warnings
+
+        warnings.formatwarning = lambda message, category, *rest, **kw: f"dnas: warning: {message}\n"
     if args.command is None:
         parser.print_help()
         return 2

@@ -187,6 +187,38 @@ class Orchestrator:
             raise RunFailed(f"{where} failed: {type(exc).__name__}: {exc} (components: "
                             f"{self._components_text()})") from exc
 
+    def _check_constraints(self, genotype: Genotype) -> dict[str, Any] | None:
+        """The manifest's limits measured on the derived architecture, whatever the
+        strategy (only the latency-aware differentiable ones enforce a limit while they
+        search): ``{"limits", "values", "exceeded", "met"}``, and a warning per limit it
+        misses, so that no limit is ignored silently. None without limits."""
+        c = self.manifest.constraints
+        if c is None or all(getattr(c, k, None) is None for k in ("max_params", "max_flops", "max_latency_ms")):
+            return None
+        from .constraints import Constraints
+
+        cons = Constraints.from_run(self.ctx)
+        note = None
+        if cons.max_latency_ms is not None and not self.ctx.space.supports_latency():
+            cons.max_latency_ms = None
+            note = f"max_latency_ms not checked: space {self.ctx.space.name!r} has no latency model"
+        values = cons.measure(genotype)
+        exceeded = cons.violations(genotype)
+        out: dict[str, Any] = {"limits": cons.limits(), "values": {k: values[k] for k in cons.limits()},
+                               "exceeded": sorted(exceeded), "met": not exceeded}
+        if note:
+            out["note"] = note
+            log(f"[constraints] {note}")
+        for name, (value, limit) in exceeded.items():
+            import warnings
+
+            warnings.warn(f"constraints: the derived architecture misses {name} <= {limit:g} ({value:g}); "
+                          f"strategy {self.ctx.strategy.name!r} does not enforce it", stacklevel=2)
+        if not exceeded:
+            log("[constraints] the derived architecture meets " +
+                ", ".join(f"{k} {values[k]:g} <= {lim:g}" for k, lim in cons.limits().items()))
+        return out
+
     def _components_text(self) -> str:
         """The run's task, space and strategy; a third-party one with its plugin and
         distribution, so an error inside it points at who to ask."""
@@ -210,6 +242,10 @@ class Orchestrator:
             outcome.genotype = ctx.space.derive(outcome.supernet)
         genotype = outcome.genotype
         ctx.space.check_genotype(genotype)
+        check = self._check_constraints(genotype)
+        if check is not None:
+            self.run_dir.write_json("constraints.json", check)
+            outcome.summary = {**outcome.summary, "constraints": check}
         self.run_dir.write_json("search_summary.json", outcome.summary)
         self.run_dir.write_json("genotype.json", genotype.to_json())
         ctx.notify("dnas_search_end", genotype=genotype, summary=outcome.summary)
@@ -293,6 +329,7 @@ class Orchestrator:
             "onnx_max_abs_diff": export.get("max_abs_diff"),
             "stage_seconds": dict(self.state["seconds"]),
             "plugin_errors": self.ctx.plugin_errors,
+            "constraints": rd.read_json("constraints.json") if rd.exists("constraints.json") else None,
         }
 
     def _result(self, wall: float) -> dict[str, Any]:

@@ -568,6 +568,10 @@ def build_sections(ctx: RunContext, result: dict[str, Any], network: Any = None)
             rows.append([f"{f} size (bytes)", rd.file(f).stat().st_size])
     if result.get("latency_ms") is not None:
         rows.append([f"latency, batch 1, {ctx.backend.name} (median ms)", float(result["latency_ms"])])
+    cons = result.get("constraints") or {}
+    for name, limit in (cons.get("limits") or {}).items():
+        verdict = "EXCEEDED" if name in cons.get("exceeded", []) else "met"
+        rows.append([f"constraint {name} <= {limit:g} (predicted / counted)", f"{cons['values'][name]:g}: {verdict}"])
     s.table(["item", "value"], rows)
     export = result.get("export") or {}
     if export:

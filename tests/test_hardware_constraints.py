@@ -142,3 +142,26 @@ def test_pareto_plot_writes_a_png(tmp_path):
     assert pareto_front(pts) == list(range(12))
     assert pareto_front([(1, 0.5), (2, 0.4)], maximize=False) == [0, 1]
     assert list(itertools.islice(pareto_front([(1, 0.5), (2, 0.9)]), 2)) == [0, 1]
+
+
+def test_every_run_checks_its_limits_on_the_derived_architecture(tmp_path):
+    """Only latency-aware strategies enforce limits while searching; every other run
+    used to ignore max_params / max_flops silently. The derived architecture is now
+    measured against them: a warning for each one missed, the figures in result.json
+    and in the report."""
+    import yaml
+
+    from dnas_core.orchestrator import run_manifest
+    from dnas_core.testing import tiny_manifest
+
+    m = tiny_manifest(strategy={"type": "darts", "epochs": 1, "batch_size": 32}, train={"epochs": 0},
+                      constraints={"max_params": 1000, "max_flops": 1e9})
+    m["export"] = None
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(m))
+    with pytest.warns(UserWarning, match=r"misses params <= 1000 \(\d+\); strategy 'darts' does not enforce it"):
+        _, result = run_manifest(path, out=tmp_path / "run")
+    c = result["constraints"]
+    assert c["exceeded"] == ["params"] and not c["met"] and c["values"]["flops"] < 1e9
+    assert c["values"]["params"] == result["params"]  # the same network that was retrained and counted
+    assert "constraint params <= 1000" in (tmp_path / "run" / "report.md").read_text()

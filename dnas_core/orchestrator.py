@@ -278,8 +278,12 @@ class Orchestrator:
         metrics = ctx.task.evaluate(network, ctx.data.test, ctx.device)
         latency = ctx.backend.measure_latency(network, ctx.task.example_inputs(ctx.data.test, 1))
         metrics_out = {"test": metrics, "latency_ms": latency.median_ms}
+        untrained = self.manifest.train.epochs == 0
+        if untrained:  # a search-only run: its result is the genotype, not these figures
+            metrics_out["untrained"] = True
         self.run_dir.write_json("test_metrics.json", metrics_out)
-        log(f"[evaluate] test {ctx.task.primary_metric} = {metrics.get(ctx.task.primary_metric, float('nan')):.4f}")
+        log(f"[evaluate] test {ctx.task.primary_metric} = {metrics.get(ctx.task.primary_metric, float('nan')):.4f}"
+            + (" (train.epochs is 0: the derived network at its initial weights, not a result)" if untrained else ""))
         return metrics_out
 
     def export(self) -> dict[str, Any]:
@@ -322,6 +326,7 @@ class Orchestrator:
             "seed": self.manifest.seed,
             "primary_metric": self.ctx.task.primary_metric,
             "test_metrics": test.get("test", {}),
+            "untrained": bool(test.get("untrained", False)),
             "latency_ms": test.get("latency_ms"),
             "genotype": genotype.to_json(),
             "params": self.ctx.state.get("params"),

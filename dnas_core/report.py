@@ -522,13 +522,16 @@ def build_sections(ctx: RunContext, result: dict[str, Any], network: Any = None)
 
     test = {k: v for k, v in result.get("test_metrics", {}).items() if isinstance(v, (int, float))}
     s = Section("Test metrics")
-    plain = {k: v for k, v in test.items() if "@" not in k}
+    if result.get("untrained"):
+        s.p("**Not a result:** `train.epochs` is 0, so these are the test metrics of the derived network at its "
+            "initial weights. This run's result is the searched architecture above.")
+    plain = {k: v for k, v in test.items() if "@" not in k and k != "users"}  # users: a count, not a metric
     ranking = {k: v for k, v in test.items() if "@" in k}
     primary = result.get("primary_metric")
     s.table(["metric", "value"], [[k + (" (primary)" if k == primary else ""), v] for k, v in plain.items()])
     if ranking:
         s.p("Ranking metrics:")
-        s.table(["metric", "value"], [[k, v] for k, v in ranking.items()])
+        s.table(["metric", "value"], [[k + (" (primary)" if k == primary else ""), v] for k, v in ranking.items()])
     refs = reference_metrics(ctx)
     if refs and primary in test:
         s.p(f"Reference results for {primary} on this task, beside this run:")

@@ -50,6 +50,12 @@ def test_record_round_trip(source_run):
     assert data["task"]["task"] == "nb201/cifar10" and data["space"] == "nb201"
     assert len(data["evaluations"]) == 20 and data["final"]["hash"]
     assert data["task_features"] and len(data["task_features"]) == 7
+    # the features describe the task the search was scored on (CIFAR-10: 3 channels, 32x32,
+    # 50,000 images), not the digits the derived network is retrained on
+    from dnas_plugins.generators.task_embedding import task_features
+
+    assert data["task_features"] == pytest.approx(task_features(descriptor=data["task"]).tolist())
+    assert data["task_features"][1] == 3.0
     rec = RunRecord.load(source_run)
     assert len(rec.evaluations) == 20 and rec.final is not None
     best_g, best_s = rec.ranked()[0]

@@ -17,8 +17,18 @@ def dnas_run_end(run: Any, status: str, result: dict[str, Any]) -> None:
         return
     from dnas_plugins.generators.task_embedding import task_features
 
+    from dnas_core.runstore import SEARCH_FILE
+
+    # A query search scored by an evaluator (e.g. the NAS-Bench-201 table) searched for
+    # the evaluator's task, not for the task the derived network is retrained on: its
+    # record, and so the embedding that conditions later searches, describes that task.
+    rd = run.run_dir
+    scored = rd.read_json(SEARCH_FILE).get("task") if rd.exists(SEARCH_FILE) else None
     try:
-        features = task_features(task=run.task, data=run.data).tolist()
+        if isinstance(scored, dict):
+            features = task_features(descriptor=scored).tolist()
+        else:
+            features = task_features(task=run.task, data=run.data).tolist()
     except Exception:  # noqa: BLE001 - a task without usable statistics still gets a record
         features = None
     write_record(run, result, task_features=features)

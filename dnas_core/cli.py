@@ -80,21 +80,36 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _package_roots() -> list[str]:
+    """Folders of dnas's own packages (a warning raised there is dnas's, not a library's)."""
+    import importlib.util
+    from pathlib import Path
+
+    roots = []
+    for name in ("dnas_core", "dnas_plugins", "dnas_tasks", "dnas_search_spaces"):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin:
+            roots.append(str(Path(spec.origin).parent))
+    return roots
+
+
 def _list_plugins(verbose: bool) -> int:
     """``dnas plugins``: the diagnostic command keeps working when a plugin is broken
     (it lists the installed entry points and names the broken one)."""
     from .errors import PluginError
     from .plugin_manager import _entry_points, get_plugin_manager
 
+    import pluggy
+
     try:
         pm = get_plugin_manager()
-    except PluginError as exc:
+    except (PluginError, pluggy.PluginValidationError) as exc:
         for ep in sorted(_entry_points(), key=lambda e: e.name):
             dist = ep.dist.metadata["Name"] if ep.dist is not None else "<unknown>"
             version = ep.dist.version if ep.dist is not None else ""
             print(f"{ep.name}  {dist} {version}  {ep.value}")
         print(f"dnas: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return getattr(exc, "exit_code", 2)
     rows = []
     for name, info in sorted(pm.info.items()):
         comps = "; ".join(f"{k}: {', '.join(v)}" for k, v in info.components.items()) or "(hooks only)"
@@ -122,10 +137,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.raw_argv = list(sys.argv[1:] if argv is None else argv)
-    if argv is None:  # the command line (not an embedding program or a test): warnings as one plain line
+    if argv is None:  # the command line (not an embedding program or a test): dnas's warnings as one plain line
         import warnings
 
-        warnings.formatwarning = lambda message, category, *rest, **kw: f"dnas: warning: {message}\n"
+        default_format = warnings.formatwarning
+        roots = _package_roots()
+
+        def fmt(message, category, filename, lineno, line=None):
+            if category is UserWarning and any(str(filename).startswith(r) for r in roots):
+                return f"dnas: warning: {message}\n"
+            return default_format(message, category, filename, lineno, line)
+
+        warnings.formatwarning = fmt
     if args.command is None:
         parser.print_help()
         return 2
@@ -136,9 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"dnas: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except BrokenPipeError:  # output piped into `head` and the like: not an error
+    except BrokenPipeError:
+        # stdout piped into `head` by a listing command: not an error. Anywhere else (a run
+        # whose log pipe closed) it is one: 141, as a shell reports SIGPIPE.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the exit flush does not fail again
-        return 0
+        return 0 if args.command in ("plugins", "schema", "validate", "show", "compare") else 141
     except KeyboardInterrupt:
         if args.command == "tune":
             print("dnas: interrupted (run the same `dnas tune` command again: the interrupted trial is retried "

@@ -142,6 +142,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, Any] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: the base class merges it
+                continue
             key = self.construct_object(key_node, deep=deep)
             try:
                 first = seen.get(key)

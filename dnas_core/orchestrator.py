@@ -195,25 +195,33 @@ class Orchestrator:
         c = self.manifest.constraints
         if c is None or all(getattr(c, k, None) is None for k in ("max_params", "max_flops", "max_latency_ms")):
             return None
+        import warnings
+
         from .constraints import Constraints
 
-        cons = Constraints.from_run(self.ctx)
-        note = None
-        if cons.max_latency_ms is not None and not self.ctx.space.supports_latency():
-            cons.max_latency_ms = None
-            note = f"max_latency_ms not checked: space {self.ctx.space.name!r} has no latency model"
-        values = cons.measure(genotype)
-        exceeded = cons.violations(genotype)
+        try:
+            cons = Constraints.from_run(self.ctx)
+            note = None
+            if cons.max_latency_ms is not None and not self.ctx.space.supports_latency():
+                cons.max_latency_ms = None
+                note = f"max_latency_ms not checked: space {self.ctx.space.name!r} has no latency model"
+            values = cons.measure(genotype)
+            exceeded = cons.violations(genotype)
+        except Exception as exc:  # noqa: BLE001 - a report on a finished search must not fail it
+            warnings.warn(f"constraints: could not check the derived architecture ({type(exc).__name__}: {exc})",
+                          stacklevel=2)
+            return {"error": f"{type(exc).__name__}: {exc}", "met": None}
         out: dict[str, Any] = {"limits": cons.limits(), "values": {k: values[k] for k in cons.limits()},
                                "exceeded": sorted(exceeded), "met": not exceeded}
         if note:
             out["note"] = note
             log(f"[constraints] {note}")
         for name, (value, limit) in exceeded.items():
-            import warnings
-
-            warnings.warn(f"constraints: the derived architecture misses {name} <= {limit:g} ({value:g}); "
-                          f"strategy {self.ctx.strategy.name!r} does not enforce it", stacklevel=2)
+            how = ("no built-in strategy enforces it while searching" if name != "latency_ms" else
+                   "only differentiable strategies steer towards it while searching (a penalty and a "
+                   "constrained derivation), and they could not meet it")
+            warnings.warn(f"constraints: the derived architecture of strategy {self.ctx.strategy.name!r} misses "
+                          f"{name} <= {limit:g} ({value:g}); {how}", stacklevel=2)
         if not exceeded:
             log("[constraints] the derived architecture meets " +
                 ", ".join(f"{k} {values[k]:g} <= {lim:g}" for k, lim in cons.limits().items()))
@@ -242,7 +250,7 @@ class Orchestrator:
             outcome.genotype = ctx.space.derive(outcome.supernet)
         genotype = outcome.genotype
         ctx.space.check_genotype(genotype)
-        check = self._check_constraints(genotype)
+        check = self._check_constraints(genotype) if distributed.is_main() else None
         if check is not None:
             self.run_dir.write_json("constraints.json", check)
             outcome.summary = {**outcome.summary, "constraints": check}

@@ -137,7 +137,12 @@ def get_plugin_manager(extra_plugins: Iterable[Any] = (), autoload: bool | None 
         pm.register(plugin, name=name)
         module = getattr(plugin, "__name__", type(plugin).__module__)
         pm.info.setdefault(name, PluginInfo(name, module, "<local>", "", ""))
-    pm.check_pending()
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:  # e.g. a misspelt hook name: say which plugin
+        name = pm.get_name(exc.plugin) if exc.plugin is not None else None
+        raise PluginError(f"{pm.describe(name) if name else 'a plugin'}: {exc}; check the hook names against "
+                          f"dnas_core.hookspecs, or disable it with {DISABLE_ENV}={name}") from exc
     pm.fill_registries()
     return pm
 
@@ -169,5 +174,9 @@ def _load_entry_points(pm: DnasPluginManager) -> None:
                 f"{ENTRY_POINT_GROUP}:{ep.name} = {ep.value}) failed to import: "
                 f"{type(exc).__name__}: {exc}; disable it with {DISABLE_ENV}={ep.name}"
             ) from exc
-        pm.register(plugin, name=ep.name)
+        try:
+            pm.register(plugin, name=ep.name)
+        except pluggy.PluginValidationError as exc:  # a hook implementation with wrong arguments
+            raise PluginError(f"plugin {ep.name!r} from distribution {dist_name} {version}: {exc}; "
+                              f"disable it with {DISABLE_ENV}={ep.name}") from exc
         pm.info[ep.name] = info

@@ -572,6 +572,8 @@ def build_sections(ctx: RunContext, result: dict[str, Any], network: Any = None)
     if result.get("latency_ms") is not None:
         rows.append([f"latency, batch 1, {ctx.backend.name} (median ms)", float(result["latency_ms"])])
     cons = result.get("constraints") or {}
+    if cons.get("error"):
+        rows.append(["constraints", f"not checked: {cons['error']}"])
     for name, limit in (cons.get("limits") or {}).items():
         verdict = "EXCEEDED" if name in cons.get("exceeded", []) else "met"
         rows.append([f"constraint {name} <= {limit:g} (predicted / counted)", f"{cons['values'][name]:g}: {verdict}"])

@@ -290,10 +290,10 @@ class PruningReporter:
     """Registered as a plugin for one trial's run: reports the search stage's
     per-epoch metric to the trial and stops the run when the pruner says so."""
 
-    def __init__(self, trial: optuna.Trial, metric: str, multi_objective: bool):
+    def __init__(self, trial: optuna.Trial, metric: str | None, multi_objective: bool):
         self.trial = trial
         self.metric = metric
-        self.enabled = not multi_objective
+        self.enabled = not multi_objective and metric is not None  # None: no per-epoch counterpart
         self.reported = 0
 
     @hookimpl
@@ -448,6 +448,14 @@ def _pid_is_dead(worker: str) -> bool:
     return False
 
 
+def _heartbeat_missed(trial: FrozenTrial, cfg: TuneConfig) -> bool:
+    """A journal-storage trial's heartbeat (a wall time) is older than one interval; so a
+    worker whose pid merely looks dead (another PID namespace on a host of the same
+    name) but still beats is left alone. Storages without the attribute (RDB): True."""
+    beat = trial.system_attrs.get(_HEARTBEAT_ATTR)
+    return beat is None or time.time() - float(beat) > cfg.heartbeat_s
+
+
 def recover_interrupted(study: optuna.Study, cfg: TuneConfig) -> list[int]:
     """Queue a retry of each trial that a stopped ``dnas tune`` left behind, so that
     running the same command again finishes it (resuming its run directory) within the
@@ -465,7 +473,10 @@ def recover_interrupted(study: optuna.Study, cfg: TuneConfig) -> list[int]:
     for t in trials:
         if t.number in retried:
             continue
-        if t.state == TrialState.RUNNING and _pid_is_dead(str(t.user_attrs.get("worker", ""))):
+        if len(t.system_attrs.get("retry_history", [])) + 1 > cfg.max_retry:
+            continue  # retried as often as allowed: it stays failed (RetryCallback would do nothing)
+        if t.state == TrialState.RUNNING and _pid_is_dead(str(t.user_attrs.get("worker", ""))) \
+                and _heartbeat_missed(t, cfg):
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             t = storage.get_trial(t._trial_id)
         elif not (t.state == TrialState.FAIL and t.system_attrs.get(_INTERRUPTED_ATTR) == t.number):
@@ -528,6 +539,9 @@ def tune(manifest_path: str | Path, overrides: list[str] | None = None, storage:
     # Create the study once here so that the workers only ever load it.
     study_obj = open_study(make_storage(store, cfg), name, cfg, 0, _search_epochs(manifest))
     log(f"[tune] study {name!r} on {_redact(store)}: budget {budget} trials, {workers} worker(s), dir {sdir}")
+    if cfg.resolved_prune_metric() is None and cfg.pruner.type != "none" and len(cfg.objectives) == 1:
+        log(f"[tune] objective {cfg.objectives[0].metric} has no per-epoch counterpart: trials are not pruned "
+            "(set tune.prune_metric to prune on a search metric)")
     again = recover_interrupted(study_obj, cfg)
     if again:
         log(f"[tune] retrying interrupted trial(s) {', '.join(map(str, again))} (their runs resume)")

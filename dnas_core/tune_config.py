@@ -126,8 +126,8 @@ class TuneConfig(_Section):
     prune_metric: Optional[str] = Field(
         None,
         description="per-epoch search metric reported to the pruner (default: the first objective's "
-        "search.<key> / retrain.<key>, val_<key> for test.<key>, else val_accuracy when maximising and "
-        "val_loss when minimising); must improve in the objective's direction",
+        "search.<key> / retrain.<key>, val_<key> for test.<key>; a result field such as params has none, "
+        "and its trials are not pruned); must improve in the objective's direction",
     )
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
     pruner: PrunerConfig = Field(default_factory=PrunerConfig)
@@ -160,21 +160,22 @@ class TuneConfig(_Section):
     def directions(self) -> list[str]:
         return [o.direction for o in self.objectives]
 
-    def resolved_prune_metric(self) -> str:
+    def resolved_prune_metric(self) -> str | None:
         """The per-epoch search metric the pruner sees. It must move the way the first
         objective does: ``search.<key>`` and ``retrain.<key>`` give ``<key>``,
-        ``test.<key>`` the same metric on the validation split (``val_<key>``), and a
-        result field (``params``, ``latency_ms``, ...) ``val_accuracy`` when maximised,
-        ``val_loss`` when minimised."""
+        ``test.<key>`` the same metric on the validation split (``val_<key>``). A result
+        field (``params``, ``latency_ms``, ``wall_seconds``) has no per-epoch
+        counterpart: None, and the trials are not pruned unless ``prune_metric`` names
+        one (pruning on validation accuracy or loss would cut exactly the small, fast
+        networks such an objective favours)."""
         if self.prune_metric:
             return self.prune_metric
-        first = self.objectives[0]
-        stage, _, key = first.metric.partition(".")
+        stage, _, key = self.objectives[0].metric.partition(".")
         if key and stage in ("search", "retrain"):
             return key
         if key and stage == "test":
             return f"val_{key}"
-        return "val_accuracy" if first.direction == "maximize" else "val_loss"
+        return None
 
 
 __all__ = ["TuneConfig", "FloatParam", "IntParam", "CategoricalParam", "Objective", "SamplerConfig", "PrunerConfig"]

@@ -274,3 +274,17 @@ def test_a_components_own_error_names_the_stage_and_its_plugin(tmp_path):
     assert msg.startswith("run start failed: FileNotFoundError: iris2.csv")
     assert "task 'csv_digits' from plugin '_MissingFilePlugin'" in msg and "space 'nb201'," in msg
     assert isinstance(err.value.__cause__, FileNotFoundError)
+
+
+def test_a_misspelt_hook_names_the_plugin(monkeypatch):
+    mod = types.ModuleType("typo_plugin")
+
+    @hookimpl
+    def dnas_register_task():  # the spec is dnas_register_tasks
+        return []
+
+    mod.dnas_register_task = dnas_register_task
+    eps = [_EP("typo", "typo_plugin", _FakeDist("dnas-typo", "0.1"), lambda: mod)]
+    monkeypatch.setattr("dnas_core.plugin_manager._entry_points", lambda: eps)
+    with pytest.raises(PluginError, match=r"plugin 'typo' \(distribution dnas-typo 0.1.*dnas_register_task"):
+        get_plugin_manager()

@@ -159,7 +159,7 @@ def test_every_run_checks_its_limits_on_the_derived_architecture(tmp_path):
     m["export"] = None
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(m))
-    with pytest.warns(UserWarning, match=r"misses params <= 1000 \(\d+\); strategy 'darts' does not enforce it"):
+    with pytest.warns(UserWarning, match=r"strategy 'darts' misses params <= 1000 \(\d+\); no built-in strategy"):
         _, result = run_manifest(path, out=tmp_path / "run")
     c = result["constraints"]
     assert c["exceeded"] == ["params"] and not c["met"] and c["values"]["flops"] < 1e9

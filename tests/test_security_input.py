@@ -229,3 +229,17 @@ def test_no_unsafe_deserialisation_in_the_sources():
                     if "Loader=_UniqueKeyLoader)" not in m.group(0):
                         offenders.append(f"{path.relative_to(root)}: {m.group(0)[:80]}")
     assert offenders == []
+
+
+def test_yaml_merge_keys_still_load(pm, tmp_path):
+    """The duplicate-key check must not break YAML anchors merged with `<<`, nor an
+    override of a merged key."""
+    data = yaml.safe_load(MINI_MANIFEST.read_text())
+    text = yaml.safe_dump({k: v for k, v in data.items() if k != "train"})
+    text += "base_train: &t {epochs: 2, batch_size: 16}\n"
+    path = tmp_path / "m.yaml"
+    path.write_text(text.replace("base_train: &t", "x-anchors: &t") + "train: {<<: *t, epochs: 1}\n")
+    from dnas_core.manifest import read_yaml
+
+    loaded = read_yaml(path)
+    assert loaded["train"] == {"epochs": 1, "batch_size": 16}

@@ -231,3 +231,16 @@ def test_two_worker_processes_share_a_postgresql_study(tmp_path):
     if not url:
         pytest.skip("DNAS_TEST_POSTGRES_URL is not set (start a server with scripts/start_postgres.sh)")
     _two_workers(tmp_path, url)
+
+
+def test_recovery_respects_max_retry():
+    from dnas_core.tune import _INTERRUPTED_ATTR, recover_interrupted
+
+    study = optuna.create_study(direction="maximize")
+    dist = {"strategy.arch_lr": optuna.distributions.FloatDistribution(1e-4, 3e-2, log=True)}
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL, params={"strategy.arch_lr": 1e-3}, distributions=dist,
+                                        system_attrs={_INTERRUPTED_ATTR: 0}))
+    none_left = TuneConfig.model_validate({"params": ARCH_LR, "max_retry": 0})
+    assert recover_interrupted(study, none_left) == [] and len(study.trials) == 1  # not claimed, not queued
+    assert recover_interrupted(study, TuneConfig.model_validate({"params": ARCH_LR})) == [0]
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]

@@ -25,8 +25,8 @@ def dnas_run_end(run: Any, status: str, result: dict[str, Any]) -> None:
     rd = run.run_dir
     scored = rd.read_json(SEARCH_FILE).get("task") if rd.exists(SEARCH_FILE) else None
     try:
-        if isinstance(scored, dict):
-            features = task_features(descriptor=scored).tolist()
+        if isinstance(scored, dict) and scored.get("task") not in (None, run.task.name):
+            features = task_features(descriptor=scored).tolist()  # another task: its descriptor only
         else:
             features = task_features(task=run.task, data=run.data).tolist()
     except Exception:  # noqa: BLE001 - a task without usable statistics still gets a record

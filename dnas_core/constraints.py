@@ -90,7 +90,6 @@ class Constraints:
 
         def source() -> LatencyTable:
             backend = _backend_for(run, getattr(c, "latency_backend", None))
-            log(f"[constraints] latency table of {run.space.name} on {backend.name} (cached under the latency cache dir)")
             return build_latency_table(run.space, run.task, backend, settings)
 
         run.task.data(run.seed)

@@ -299,11 +299,13 @@ def build_latency_table(space: SearchSpace, task: Any, backend: Backend, setting
         try:
             data = json.loads(path.read_text())
             if data.get("meta", {}).get("identity") == json.loads(canonical_json(identity)):
+                log(f"[latency] table of {space.name} on {backend.name} read from the cache {path}")
                 return LatencyTable.from_json(data)
         except (OSError, ValueError, KeyError) as exc:
             log(f"warning: ignoring unreadable latency cache {path}: {exc}")
 
     t0 = time.perf_counter()
+    log(f"[latency] measuring the table of {space.name} on {backend.name} (cached afterwards in {path})")
     latency_ops = space.latency_ops(task)
     keys = [op.key for op in latency_ops]
     dup = sorted({k for k in keys if keys.count(k) > 1})

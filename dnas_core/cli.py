@@ -235,6 +235,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         task = reg.tasks.create(manifest.task.type, manifest.task.model_dump(exclude={"type"}))
         space = reg.spaces.create(manifest.space.type, manifest.space.model_dump(exclude={"type"}))
         space.check_task(task)
+        if manifest.extends_runs:  # each named run must be a finished run with a record
+            from .runstore import RunStore
+
+            RunStore.load(manifest.extends_runs)
         if not args.quiet:
             print(dump_manifest(manifest), end="")
             print(f"# {args.manifest}: valid", file=sys.stderr)

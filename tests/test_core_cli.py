@@ -38,6 +38,12 @@ def test_validate_ok_prints_resolved_manifest(capsys):
     assert resolved["strategy"]["epochs"] == 2 and resolved["backend"]["type"] in ("cpu", "cuda")
 
 
+def test_validate_checks_the_runs_named_in_extends_runs(tmp_path, capsys):
+    assert main(["validate", "-q", str(QUICK), f"extends_runs=[{tmp_path / 'never-ran'}]"]) == 2
+    err = capsys.readouterr().err
+    assert "extends_runs:" in err and "never-ran: not a directory or file" in err
+
+
 def test_bad_manifest_exits_2_with_one_line(tmp_path, capsys):
     data = yaml.safe_load(QUICK.read_text())
     data["strategy"]["epochs"] = "lots"

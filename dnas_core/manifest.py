@@ -236,6 +236,8 @@ def _check_component_names(data: dict[str, Any], registries: Registries, source:
             known = ", ".join(registries[kind].list()) or "none installed"
             raise ManifestError(f"{section}.type: missing (choose one of: {known})", source=source)
         name = value["type"]
+        if not isinstance(name, str):
+            raise ManifestError(f"{section}.type: must be a component name, not a {type(name).__name__}", source=source)
         if name not in registries[kind]:
             msg = registries[kind]._unknown_message(str(name))
             raise ManifestError(f"{section}.type: {msg}", source=source)

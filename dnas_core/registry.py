@@ -107,7 +107,7 @@ class Registry(Generic[T]):
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return isinstance(name, str) and name in self._entries
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -231,6 +231,14 @@ def test_no_unsafe_deserialisation_in_the_sources():
     assert offenders == []
 
 
+def test_fuzz_regression_a_mapping_as_component_type(pm, tmp_path):
+    """Found by benchmarks/fuzz.py: `space: {type: {...}}` raised TypeError (unhashable)."""
+    bad = tmp_path / "m.yaml"
+    bad.write_text(MINI_MANIFEST.read_text().replace("space: {type: nb201, C: 2, N: 1}", "space: {type: {a: 1}}"))
+    with pytest.raises(ManifestError, match=r"space.type: must be a component name, not a dict"):
+        load_manifest(bad, pm.registries)
+
+
 def test_yaml_merge_keys_still_load(pm, tmp_path):
     """The duplicate-key check must not break YAML anchors merged with `<<`, nor an
     override of a merged key."""

@@ -8,6 +8,13 @@ run that failed.
 from __future__ import annotations
 
 
+def first_line(text: object, default: str = "") -> str:
+    """The first non-empty line of ``str(text)`` (a library's error message is often many
+    lines, with advice that does not apply), or ``default``."""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[0] if lines else default
+
+
 class DnasError(Exception):
     """Base of all errors dnas reports to the user on one line."""
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from .errors import ManifestError, UsageError
+from .errors import ManifestError, UsageError, first_line
 from .registry import Registries, format_validation_error
 from .tune_config import TuneConfig
 
@@ -318,7 +318,7 @@ def _auto_component(entries: list[Any], section: str, usable: Any) -> BaseModel 
                 continue
             return entry.config_model(type=entry.name)
         except Exception as exc:  # noqa: BLE001 - reported with the plugin named, then skipped
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc, type(exc).__name__)
             warnings.warn(f"{section}: skipped {entry.name!r} (plugin {entry.plugin!r}, {entry.distribution}) as the "
                           f"automatic choice: {type(exc).__name__}: {first}; name a {section} in the manifest to "
                           "choose one", stacklevel=3)

@@ -211,7 +211,8 @@ class Orchestrator:
             warnings.warn(f"constraints: could not check the derived architecture ({type(exc).__name__}: {exc})",
                           stacklevel=2)
             return {"error": f"{type(exc).__name__}: {exc}", "met": None}
-        out: dict[str, Any] = {"limits": cons.limits(), "values": {k: values[k] for k in cons.limits()},
+        limits = cons.limits()
+        out: dict[str, Any] = {"limits": limits, "values": {k: values[k] for k in limits},
                                "exceeded": sorted(exceeded), "met": not exceeded}
         if note:
             out["note"] = note
@@ -224,7 +225,7 @@ class Orchestrator:
                           f"{name} <= {limit:g} ({value:g}); {how}", stacklevel=2)
         if not exceeded:
             log("[constraints] the derived architecture meets " +
-                ", ".join(f"{k} {values[k]:g} <= {lim:g}" for k, lim in cons.limits().items()))
+                ", ".join(f"{k} {values[k]:g} <= {lim:g}" for k, lim in limits.items()))
         return out
 
     def _components_text(self) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ValidationError, create_model
 
 from .components import Component, ComponentConfig
-from .errors import ComponentNotFoundError, ManifestError, PluginError
+from .errors import ComponentNotFoundError, ManifestError, PluginError, first_line
 
 T = TypeVar("T", bound=Component)
 
@@ -94,7 +94,7 @@ class Registry(Generic[T]):
             # only later, when a run saves its manifest or `dnas schema` runs
             model.model_json_schema()
         except Exception as exc:  # noqa: BLE001 - re-raised with the plugin named
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc, type(exc).__name__)
             raise PluginError(f"{who}: the config of {self.kind} {name!r} cannot be used in a manifest: "
                               f"{type(exc).__name__}: {first}; use JSON-compatible field types "
                               "(numbers, strings, lists, dicts, Literal, pydantic models)") from exc

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 import torch
 
-from .errors import RunFailed, UsageError
+from .errors import RunFailed, UsageError, first_line
 
 
 def _umask() -> int:
@@ -224,8 +224,7 @@ class RunDir:
             text = str(exc)
             if "WeightsUnpickler error:" in text:  # keep the cause, drop the unsafe-load advice
                 text = text.split("WeightsUnpickler error:", 1)[1]
-            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-            first = lines[0] if lines else type(exc).__name__
+            first = first_line(text, type(exc).__name__)
             raise RunFailed(f"{p}: checkpoint cannot be loaded safely: corrupt, or not a dnas checkpoint "
                             f"({first[:200]}). dnas loads checkpoints with weights_only=True only; delete the "
                             f"file to restart the {stage} stage from its beginning") from exc

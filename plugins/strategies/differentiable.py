@@ -270,7 +270,6 @@ class DifferentiableStrategy(Strategy):
         elif run.manifest.extends_runs:
             # Transfer: start from the supernet body of earlier runs of this space (dnas_core.runstore).
             loaded = runstore.warm_start_supernet(run, net)
-            self._warm_started = len(loaded)
             if loaded:
                 log(f"[search] warm start: {len(loaded)} supernet tensors from extends_runs (space {run.space.name})")
             else:

@@ -63,9 +63,8 @@ def _decode_snapped(state: SearchState, graph: Any, adjacencies: list[np.ndarray
     from dnas_core.genotype import GraphEncoding
 
     mine = graph.adjacency > 0.5
-    for adj in sorted(adjacencies, key=lambda a: int(((a > 0.5) != mine).sum()) if a.shape == mine.shape else 10**9):
-        if adj.shape != mine.shape:
-            continue
+    same_size = [a for a in adjacencies if a.shape == mine.shape]
+    for adj in sorted(same_size, key=lambda a: int(((a > 0.5) != mine).sum())):
         g = _decode(state, GraphEncoding(adj, graph.ops, graph.op_names))
         if g is not None:
             return g, True

@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from dnas_core import ComponentConfig, DataError, IOSpec, Task, TaskData
+from dnas_core.errors import first_line
 from dnas_tasks._common import check_labels, resolve_path, stratified_split, subsample
 from dnas_tasks.vision.tasks import ImageConfig, ImageTask
 
@@ -114,7 +115,7 @@ def read_medmnist(path, name: str) -> dict[str, np.ndarray]:
         except OSError:
             head = b""
         why = ("not a zip archive (an .npz file is one)" if head != b"PK\x03\x04"
-               else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+               else f"{type(exc).__name__}: {first_line(exc)}")
         raise DataError(f"{name}: {path} is not a readable .npz file ({why}); expected {expected}") from None
     for split in ("train", "val", "test"):
         x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"].reshape(-1)

@@ -90,3 +90,15 @@ def test_manifest_latency_backend_errors_name_the_field(tmp_path):
         _backend_for(Run(), {"type": "onnxruntme"})
     with pytest.raises(Exception, match="constraints.latency_backend"):
         _backend_for(Run(), {"type": "cpu", "clock": "sundial"})
+
+
+def test_cuda_device_gets_an_index(monkeypatch):
+    """``torch.cuda.set_device`` refuses a device without an index: a plain ``cuda``
+    is ``cuda:0`` in one process and ``cuda:LOCAL_RANK`` in a data-parallel run."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert _backend("cuda").device == torch.device("cuda", 0)
+    assert _backend("cuda", device="cuda:3").device == torch.device("cuda", 3)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert _backend("cuda").device == torch.device("cuda", 1)
+    assert _backend("cuda", device="cuda:0").device == torch.device("cuda", 0)  # an explicit index stays

@@ -69,6 +69,13 @@ class CPUBackend(Backend):
         return time.thread_time() if self.config.clock == "thread_cpu" else time.perf_counter()
 
 
+def _world_size() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
 class CUDAConfig(ComponentConfig):
     device: str = Field("cuda", pattern=r"^cuda(:\d+)?$")
     amp: Literal["auto", "bf16", "fp16", "off"] = Field(
@@ -96,6 +103,14 @@ class CUDABackend(Backend):
             from dnas_core import UsageError
 
             raise UsageError("backend.type: cuda was requested but no CUDA device is available")
+        count = torch.cuda.device_count()
+        if self.device.index >= count:
+            from dnas_core import UsageError
+
+            rank = f" (data-parallel local rank {os.environ['LOCAL_RANK']} uses the GPU of its index)" \
+                if _world_size() > 1 else ""
+            raise UsageError(f"backend.device: {self.device} does not exist; this host has {count} CUDA "
+                             f"device(s){rank}")
         torch.cuda.set_device(self.device)
         torch.backends.cuda.matmul.allow_tf32 = self.config.tf32
         torch.backends.cudnn.allow_tf32 = self.config.tf32
@@ -103,7 +118,12 @@ class CUDABackend(Backend):
 
     @property
     def device(self) -> torch.device:
-        return torch.device(self.config.device)
+        """``backend.device``; a plain ``cuda`` is ``cuda:LOCAL_RANK`` in a data-parallel
+        run (one GPU per local process) and ``cuda:0`` otherwise."""
+        d = torch.device(self.config.device)
+        if d.index is None:
+            d = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if _world_size() > 1 else 0)
+        return d
 
     def _dtype(self) -> torch.dtype | None:
         amp = self.config.amp

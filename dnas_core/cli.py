@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Sequence
 
 from . import __version__
@@ -137,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.raw_argv = list(sys.argv[1:] if argv is None else argv)
+    args.from_command_line = argv is None
     if argv is None:  # the command line (not an embedding program or a test): dnas's warnings as one plain line
         import warnings
 
@@ -152,6 +154,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    code = _run_guarded(args, parser)
+    distributed_exit = os.environ.get("DNAS_EXIT_CODE_FILE")
+    if distributed_exit and code and os.environ.get("RANK", "0") == "0":  # for `dnas run --nproc N`'s own status
+        from contextlib import suppress
+
+        with suppress(OSError):
+            Path(distributed_exit).write_text(str(code))
+    return code
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a scheduler's or torchrun's stop) ends a run as Ctrl-C does: the run
+    directory records ``interrupted`` and the command says how to resume."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _run_guarded(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         return _dispatch(args, parser)
     except DnasError as exc:
@@ -188,6 +212,8 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if args.nproc is not None and args.nproc > 1 and distributed.requested_world_size() <= 1:
             forward = [a for i, a in enumerate(args.raw_argv) if not _is_nproc_arg(args.raw_argv, i)]
             return distributed.launch(args.nproc, forward)
+        if args.from_command_line:
+            _interrupt_on_sigterm()
         distributed.init_from_env()
 
         if args.resume:
@@ -198,9 +224,8 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             if not args.manifest:
                 parser.error("run: a manifest is required (or --resume RUN_DIR)")
             path, result = run_manifest(args.manifest, args.overrides, args.out)
-        main_rank = distributed.is_main()
-        distributed.shutdown()
-        if not main_rank:
+        distributed.shutdown()  # a no-op once the run has left the group after its search
+        if not distributed.is_main():
             return 0
         metric = result["primary_metric"]
         print(json.dumps({"run_dir": str(path), metric: result["test_metrics"].get(metric),

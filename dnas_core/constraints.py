@@ -19,6 +19,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from . import distributed
 from .errors import IncompatibleError, UsageError
 from .genotype import Genotype
 from .latency import ExpectedLatency, LatencyTable, MeasureSettings, build_latency_table
@@ -109,7 +110,10 @@ class Constraints:
                 raise IncompatibleError(
                     f"constraints.max_latency_ms: search space {self.space.name!r} has no latency model "
                     "(it does not implement latency_ops / genotype_ops / arch_op_keys)")
-            self._table = self._latency_source()
+            # Data-parallel: rank 0 alone times the operators (ranks timing at once on
+            # shared cores would each get a different, noisier table) and hands its
+            # table to the others, so every rank optimises the same latency term.
+            self._table = distributed.broadcast_object(self._latency_source() if distributed.is_main() else None)
         return self._table
 
     # -- measures -----------------------------------------------------------------------

@@ -24,8 +24,10 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -47,23 +49,42 @@ def requested_world_size() -> int:
         raise UsageError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not an integer") from None
 
 
+#: This process's rank, remembered when it joins the group: the group is left right
+#: after the search (:func:`shutdown`), and a follower must still know it is one.
+_RANK: int = 0
+
+
+def _process_group_backend() -> str:
+    """gloo for CPU tensors and, when every local rank has a GPU of its own, NCCL for
+    CUDA tensors (``"cpu:gloo,cuda:nccl"``): a ``backend: cpu`` manifest on a GPU host
+    then still communicates through gloo. ``DNAS_DIST_BACKEND`` overrides the choice."""
+    if os.environ.get("DNAS_DIST_BACKEND"):
+        return os.environ["DNAS_DIST_BACKEND"]
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if torch.cuda.is_available() and torch.cuda.device_count() >= local:
+        return "cpu:gloo,cuda:nccl"
+    return "gloo"
+
+
 def init_from_env() -> bool:
     """Join the process group when started by torchrun with more than one process.
 
-    The backend is NCCL when CUDA is available, else gloo; ``DNAS_DIST_BACKEND``
-    overrides it. Non-zero ranks print no progress. Returns whether this process is
-    part of a group of two or more.
+    The backend is :func:`_process_group_backend`'s; with NCCL each rank's current
+    CUDA device is ``cuda:LOCAL_RANK``. Non-zero ranks print no progress. Returns
+    whether this process is part of a group of two or more.
     """
+    global _RANK
     if requested_world_size() <= 1:
         return False
     if not dist.is_available():
         raise UsageError("this torch build has no torch.distributed; run with one process")
     if not dist.is_initialized():
-        backend = os.environ.get("DNAS_DIST_BACKEND") or ("nccl" if torch.cuda.is_available() else "gloo")
-        if backend == "nccl":
+        backend = _process_group_backend()
+        if "nccl" in backend:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend=backend)
-    if dist.get_rank() != 0:
+    _RANK = dist.get_rank()
+    if _RANK != 0:
         os.environ["DNAS_PROGRESS"] = "0"
     return True
 
@@ -73,7 +94,8 @@ def is_distributed() -> bool:
 
 
 def rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
+    """This process's rank; after :func:`shutdown`, the rank it had in the group."""
+    return dist.get_rank() if is_distributed() else _RANK
 
 
 def world_size() -> int:
@@ -86,8 +108,10 @@ def is_main() -> bool:
 
 def shutdown() -> None:
     """Leave the process group together: every rank waits for the others before
-    tearing its connections down (rank 0 writes the export and report after the last
-    collective; a gloo rank that tore down meanwhile was seen to abort at exit)."""
+    tearing its connections down (a gloo rank that tore down alone was seen to abort
+    at exit). Called right after the search, where the ranks are in step: rank 0 then
+    derives, retrains and reports without a group, so no rank sits in a collective
+    whose timeout (30 min for gloo, 10 for NCCL) could end the run meanwhile."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
@@ -111,11 +135,16 @@ def shard_bounds(n: int) -> tuple[int, int]:
     return start, start + base + (1 if r < extra else 0)
 
 
-def shard_batch(batch: tuple[Any, torch.Tensor]) -> tuple[tuple[Any, torch.Tensor], float]:
+def shard_batch(batch: tuple[Any, torch.Tensor], device: torch.device | None = None
+                ) -> tuple[tuple[Any, torch.Tensor], float]:
     """This rank's slice of a global ``(inputs, targets)`` batch and its share of the
-    global batch (the weight of its gradient in the average)."""
+    global batch (the weight of its gradient in the average). With ``device``, the
+    slice is moved there: load global batches on the host and let each rank copy only
+    its own slice."""
+    from .training import move_to
+
     if not is_distributed():
-        return batch, 1.0
+        return (batch if device is None else move_to(batch, device)), 1.0
     inputs, target = batch
     n = target.shape[0]
     if n < world_size():
@@ -123,29 +152,56 @@ def shard_batch(batch: tuple[Any, torch.Tensor]) -> tuple[tuple[Any, torch.Tenso
     lo, hi = shard_bounds(n)
     cut = (lambda t: t[lo:hi])
     local_inputs = type(inputs)(cut(t) for t in inputs) if isinstance(inputs, (tuple, list)) else cut(inputs)
-    return (local_inputs, cut(target)), (hi - lo) / n
+    local = (local_inputs, cut(target))
+    return (local if device is None else move_to(local, device)), (hi - lo) / n
+
+
+def average(tensors: Sequence[torch.Tensor], share: float) -> list[torch.Tensor]:
+    """The batch-weighted average ``sum_r share_r * t_r`` of each tensor over the ranks
+    (one flattened all-reduce); the tensors themselves are left as they were."""
+    if not is_distributed() or not tensors:
+        return list(tensors)
+    flat = torch.cat([t.reshape(-1) for t in tensors]) * share
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    return [chunk.view_as(t) for chunk, t in zip(flat.split([t.numel() for t in tensors]), tensors, strict=True)]
 
 
 def sync_gradients(params: Iterable[nn.Parameter], share: float) -> None:
     """Replace each gradient by the batch-weighted average over the ranks:
-    ``sum_r share_r * grad_r``, which is the gradient of the global mean loss."""
+    ``sum_r share_r * grad_r``, which is the gradient of the global mean loss.
+
+    Parameters without a gradient on every rank (an operation off the path GDAS or
+    ProxylessNAS sampled) keep ``grad = None``, as in one process: the optimiser then
+    skips them instead of applying weight decay and momentum to a zero gradient. A
+    parameter with a gradient on some ranks only gets zeros on the others."""
     if not is_distributed():
         return
     params = [p for p in params if p.requires_grad or p.grad is not None]
     if not params:
         return
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=params[0].device)
+    dist.all_reduce(has, op=dist.ReduceOp.MAX)
+    params = [p for p, h in zip(params, has.tolist(), strict=True) if h]
+    if not params:
+        return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads]) * share
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    offset = 0
-    for p, g in zip(params, grads, strict=True):
-        n = g.numel()
-        chunk = flat[offset:offset + n].view_as(g)
+    for p, g in zip(params, average(grads, share), strict=True):
         if p.grad is None:
-            p.grad = chunk.clone()
+            p.grad = g.clone()
         else:
-            p.grad.copy_(chunk)
-        offset += n
+            p.grad.copy_(g)
+
+
+def all_ranks(flag: bool) -> bool:
+    """Whether ``flag`` holds on every rank (one tiny all-reduce): a decision that must
+    be the same everywhere, such as skipping a step, is taken on all of them."""
+    if not is_distributed():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item() > 0)
 
 
 def sum_over_ranks(values: Sequence[float]) -> list[float]:
@@ -203,6 +259,8 @@ def _global_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, runni
     """Training-mode batch norm with the statistics of the global batch."""
     c = x.shape[1]
     dims = [0, *range(2, x.dim())]
+    out_dtype = x.dtype
+    x = x.float()  # statistics in fp32, as native batch norm keeps them under bf16/fp16 autocast
     count = torch.tensor([x.numel() / c], dtype=x.dtype, device=x.device)
     packed = _AllReduceSum.apply(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
     n = packed[-1]
@@ -219,7 +277,7 @@ def _global_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, runni
         y = y * weight.view(shape)
     if bias is not None:
         y = y + bias.view(shape)
-    return y
+    return y.to(out_dtype)
 
 
 class _GlobalBatchNormMode(TorchFunctionMode):
@@ -270,6 +328,12 @@ class FollowerRunDir(RunDir):
     def write_json(self, name: str, obj: Any) -> Path:
         return self.file(name)
 
+    def write_bytes(self, name: str, data: bytes) -> Path:
+        return self.file(name)
+
+    def remove_temp_files(self) -> list[Path]:
+        return []  # rank 0's, and one of them may be in flight
+
     def append_metrics(self, record: dict[str, Any]) -> None:
         pass
 
@@ -288,13 +352,42 @@ class FollowerRunDir(RunDir):
 
 def launch(nproc: int, dnas_args: Sequence[str]) -> int:
     """Run ``python -m dnas_core <dnas_args>`` on ``nproc`` local processes through
-    torchrun; returns its exit status."""
+    torchrun; returns its exit status. SIGINT and SIGTERM sent to this process are
+    passed on to torchrun, which stops its workers: killing ``dnas run --nproc N`` stops
+    the run instead of leaving orphaned workers writing the run directory."""
     if nproc < 1:
         raise UsageError(f"--nproc must be at least 1 (got {nproc})")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "dnas_core", *dnas_args]
-    return subprocess.call(cmd)
+    # rank 0 leaves its exit status here (torchrun reports any failure as 1), so that a
+    # usage error is 2 and an interrupted run 130 with or without --nproc
+    with tempfile.TemporaryDirectory(prefix="dnas-launch-") as tmp:
+        status_file = Path(tmp) / "exit_code"
+        env = {**os.environ, "DNAS_EXIT_CODE_FILE": str(status_file)}
+        code = _supervise(subprocess.Popen(cmd, env=env, start_new_session=True))
+        if code != 0 and status_file.is_file():
+            with contextlib.suppress(ValueError):
+                code = int(status_file.read_text())
+        return code
+
+
+def _supervise(child: subprocess.Popen) -> int:
+    """Wait for ``child`` (started in its own session, so that a Ctrl-C on the terminal
+    reaches torchrun once, through this process), passing SIGINT and SIGTERM on."""
+
+    def forward(signum, frame):
+        child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if child.poll() is None:  # this process is leaving for another reason
+            child.terminate()
+            child.wait()
 
 
 __all__ = ["init_from_env", "is_distributed", "rank", "world_size", "is_main", "shard_batch", "sync_gradients",
-           "sum_over_ranks", "max_rank_difference", "global_batch_norm", "broadcast_module", "broadcast_object", "FollowerRunDir", "launch", "shutdown"]
+           "sum_over_ranks", "max_rank_difference", "global_batch_norm", "broadcast_module", "broadcast_object", "FollowerRunDir", "launch", "shutdown", "average", "all_ranks"]

@@ -189,6 +189,7 @@ def dnas_stage_end(run: RunContext, stage: str, seconds: float, info: dict[str, 
 def dnas_run_end(run: RunContext, status: str, result: dict[str, Any]) -> None:
     """Called once when a run ends, whether it succeeded or not.
 
-    ``status`` is ``"completed"`` or ``"failed"``; ``result`` is what was written to
-    ``result.json`` (on failure, the error under ``"error"``). Return value ignored.
+    ``status`` is ``"completed"``, ``"failed"`` or ``"interrupted"`` (Ctrl-C or SIGTERM;
+    the run can be resumed); ``result`` is what was written to ``result.json`` (otherwise
+    the error under ``"error"``). Return value ignored.
     """

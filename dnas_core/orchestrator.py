@@ -115,6 +115,9 @@ class Orchestrator:
         try:
             self._start()
             self._stage("search", self.search)
+            # Data-parallel: the ranks are in step here, the last moment they are. They
+            # leave the group together; the followers stop and rank 0 goes on alone.
+            distributed.shutdown()
             if not distributed.is_main():
                 return {}
             self._stage("derive", self.derive)
@@ -129,13 +132,16 @@ class Orchestrator:
             log(f"run completed: {self.run_dir.path}")
             return result
         except BaseException as exc:
+            # Ctrl-C, or SIGTERM (which `dnas run` turns into KeyboardInterrupt): stopped
+            # from outside, resumable; anything else failed
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             error = f"{type(exc).__name__}: {exc}"
             try:
-                self.run_dir.set_status("failed", error=error, finished=_now(),
+                self.run_dir.set_status(status, error=error, finished=_now(),
                                         traceback="".join(traceback.format_exception(exc))[-4000:])
             except DnasError:
                 pass  # the directory itself is unwritable; the original error matters more
-            ctx.notify("dnas_run_end", status="failed", result={"error": error})
+            ctx.notify("dnas_run_end", status=status, result={"error": error})
             raise
         finally:
             for cb in self.callbacks:

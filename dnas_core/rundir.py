@@ -159,6 +159,11 @@ class RunDir:
         atomic_write_json(p, obj)
         return p
 
+    def write_bytes(self, name: str, data: bytes) -> Path:
+        p = self.file(name)
+        atomic_write_bytes(p, data)
+        return p
+
     def read_json(self, name: str) -> Any:
         p = self.file(name)
         try:

@@ -28,7 +28,6 @@ import torch
 
 from .errors import UsageError
 from .genotype import Genotype
-from .rundir import atomic_write_bytes, atomic_write_json
 
 RECORD_FILE = "runstore.json"
 SEARCH_FILE = "runstore_search.json"
@@ -46,7 +45,7 @@ def save_search(run: Any, evaluations: list[dict[str, Any]], metric: str, direct
     """Record the genotypes a search evaluated: ``evaluations`` is a list of
     ``{"genotype": Genotype.to_json(), "score": float}`` in query order; ``task`` the
     descriptor of the task the scores belong to (default: the run's task)."""
-    atomic_write_json(run.run_dir.file(SEARCH_FILE), {
+    run.run_dir.write_json(SEARCH_FILE, {
         "metric": metric,
         "direction": direction,
         "task": task if task is not None else run.task.descriptor(),
@@ -72,7 +71,7 @@ def save_tensors(run: Any, key: str, state: dict[str, Any]) -> None:
     data[key] = _cpu(state)
     buf = io.BytesIO()
     torch.save(data, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    run.run_dir.write_bytes(TENSORS_FILE, buf.getvalue())  # a no-op on data-parallel followers
 
 
 def write_record(run: Any, result: dict[str, Any], task_features: list[float] | None = None) -> Path:
@@ -102,9 +101,7 @@ def write_record(run: Any, result: dict[str, Any], task_features: list[float] | 
         "final_metrics": test,
         "tensors": rd.exists(TENSORS_FILE),
     }
-    path = rd.file(RECORD_FILE)
-    atomic_write_json(path, record)
-    return path
+    return rd.write_json(RECORD_FILE, record)
 
 
 def _plain(obj: Any) -> Any:

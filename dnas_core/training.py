@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorDataset
 
+from . import distributed
 from .errors import RunFailed
 
 
@@ -80,11 +81,12 @@ def _tensors_of(dataset: Dataset) -> tuple[tuple[torch.Tensor, ...], torch.Tenso
     return None
 
 
-def _move(obj: Any, device: torch.device) -> Any:
+def move_to(obj: Any, device: torch.device) -> Any:
+    """Tensors (in nested tuples and lists) moved to ``device``."""
     if isinstance(obj, torch.Tensor):
         return obj.to(device, non_blocking=True)
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_move(o, device) for o in obj)
+        return type(obj)(move_to(o, device) for o in obj)
     return obj
 
 
@@ -110,13 +112,13 @@ def iterate_batches(
             items = [t[sel] for t in tensors]
             inputs = items[0] if len(items) == 2 else tuple(items[:-1])
             batch = (inputs, items[-1])
-            yield _move(batch, device) if device is not None else batch
+            yield move_to(batch, device) if device is not None else batch
         return
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last)
     for batch in loader:
         *inputs, target = batch
         inp = inputs[0] if len(inputs) == 1 else tuple(inputs)
-        yield (_move((inp, target), device) if device is not None else (inp, target))
+        yield (move_to((inp, target), device) if device is not None else (inp, target))
 
 
 def num_batches(dataset: Dataset, batch_size: int, drop_last: bool = False) -> int:
@@ -202,16 +204,25 @@ class DivergenceGuard:
             self.skipped = int(state.get("skipped", 0))
             self.lr_scale = float(state.get("lr_scale", 1.0))
 
+    # In a data-parallel search every rank takes the same decision (dnas_core.distributed
+    # .all_ranks): a step skipped on one rank alone would leave the others waiting in
+    # the gradient all-reduce.
     def loss_ok(self, loss: torch.Tensor, epoch: int, optimizers: Sequence[torch.optim.Optimizer]) -> bool:
-        if bool(torch.isfinite(loss).all()):
+        finite = bool(torch.isfinite(loss).all())
+        if distributed.all_ranks(finite):
             return True
-        return self._bad(f"the loss became {float(loss.detach().float().reshape(-1)[0])}", epoch, optimizers)
+        what = f"the loss became {float(loss.detach().float().reshape(-1)[0])}" if not finite else \
+            "the loss became non-finite on another data-parallel rank"
+        return self._bad(what, epoch, optimizers)
 
     def grads_ok(self, grad_norm: torch.Tensor | float, epoch: int, optimizers: Sequence[torch.optim.Optimizer]) -> bool:
-        if math.isfinite(float(grad_norm)):
+        finite = math.isfinite(float(grad_norm))
+        if distributed.all_ranks(finite):
             self.consecutive = 0
             return True
-        return self._bad(f"the gradient norm became {float(grad_norm)}", epoch, optimizers)
+        what = f"the gradient norm became {float(grad_norm)}" if not finite else \
+            "the gradient norm became non-finite on another data-parallel rank"
+        return self._bad(what, epoch, optimizers)
 
     def _bad(self, what: str, epoch: int, optimizers: Sequence[torch.optim.Optimizer]) -> bool:
         for opt in optimizers:

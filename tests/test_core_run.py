@@ -116,7 +116,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, reference_run, sta
     plug = _Interrupt(stage, epoch)
     with pytest.raises(KeyboardInterrupt):
         run_manifest(manifest, out=tmp_path / "cut", pm=get_plugin_manager(extra_plugins=[plug]))
-    assert json.loads((tmp_path / "cut" / "status.json").read_text())["status"] == "failed"
+    assert json.loads((tmp_path / "cut" / "status.json").read_text())["status"] == "interrupted"
     assert not (tmp_path / "cut" / "result.json").exists()
     _, resumed = resume_run(tmp_path / "cut")
     assert resumed["genotype"]["hash"] == reference["genotype"]["hash"]
@@ -160,3 +160,27 @@ def test_unfit_space_is_a_clear_error(tmp_path):
     manifest = _manifest(tmp_path, task={"type": "tabby"})
     with pytest.raises(IncompatibleError, match="'nb201' does not fit task 'tabby'.*'tabular'"):
         run_manifest(manifest, out=tmp_path / "r", pm=get_plugin_manager(extra_plugins=[plug]))
+
+
+def test_csv_logger_replaces_replayed_epochs(tmp_path):
+    """A resumed stage replays the epochs after its last checkpoint: metrics.csv keeps one
+    row per (stage, epoch), the newest, as metrics.jsonl does."""
+    import csv
+    from types import SimpleNamespace
+
+    from dnas_core.rundir import RunDir
+    from dnas_plugins.callbacks.csv_logger import CSVLogger
+
+    rd = RunDir.create(tmp_path / "run")
+    for epoch in range(3):  # logged before the kill; the checkpoint holds epoch 0 only
+        rd.append_metrics({"stage": "search", "epoch": epoch, "loss": 1.0})
+    run = SimpleNamespace(run_dir=rd)
+    logger = CSVLogger()
+    logger.dnas_run_start(run)
+    rd.truncate_metrics("search", 1)
+    for epoch in (1, 2):
+        logger.dnas_epoch_end(run, "search", epoch, {"loss": 0.5})
+    logger.dnas_epoch_end(run, "retrain", 0, {"loss": 0.1})
+    rows = list(csv.DictReader((rd.path / "metrics.csv").open()))
+    assert [(r["stage"], r["epoch"], r["loss"]) for r in rows] == [
+        ("search", "0", "1.0"), ("search", "1", "0.5"), ("search", "2", "0.5"), ("retrain", "0", "0.1")]

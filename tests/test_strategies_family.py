@@ -393,6 +393,36 @@ def test_early_stop_and_table_report(tmp_path, shared_data, monkeypatch) -> None
     assert "NAS-Bench-201 table" in (run_dir / "report.md").read_text()
 
 
+def test_early_stop_survives_a_kill_before_the_search_is_marked_done(tmp_path) -> None:
+    """A run killed after the early-stop checkpoint but before ``state.json`` recorded
+    the search as complete resumes as stopped: no further search epochs, same cell."""
+    import json
+
+    from dnas_core.orchestrator import resume_run, run_manifest
+
+    m = _tiny({"type": "darts", "epochs": 4, "stop_at_skips": 1})
+    m["train"]["epochs"], m["export"] = 0, None
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(m))
+    run_dir, result = run_manifest(path, out=tmp_path / "run")
+    stop = json.loads((run_dir / "search_summary.json").read_text())["early_stop"]
+    assert stop["epoch"] < 3
+    # the on-disk state of a process killed right after the early-stop checkpoint
+    state = json.loads((run_dir / "state.json").read_text())
+    state["completed"], state["seconds"] = [], {}
+    (run_dir / "state.json").write_text(json.dumps(state))
+    for name in ("result.json", "search_summary.json"):
+        (run_dir / name).unlink()
+    status = json.loads((run_dir / "status.json").read_text())
+    (run_dir / "status.json").write_text(json.dumps({**status, "status": "running"}))
+
+    _, resumed = resume_run(run_dir)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["stage"] == "search"] == list(range(stop["epoch"] + 1))
+    assert resumed["genotype"] == result["genotype"]
+    assert json.loads((run_dir / "search_summary.json").read_text())["early_stop"] == stop
+
+
 def test_hard_path_arch_gradient_is_finite_in_channels_last() -> None:
     """Regression: CPU batch norm's backward with an expanded (stride-0) weight on a
     channels-last input returned non-finite garbage, which failed GDAS searches."""

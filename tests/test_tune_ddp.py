@@ -79,3 +79,83 @@ def test_per_rank_batch_norm_keeps_ranks_identical_but_is_not_the_one_process_ru
     one_dir, _ = run_manifest(m, out=tmp_path / "one", pm=pm)  # one process: batch norm over all 32
     a1, a2 = alpha(one_dir), alpha(tmp_path / "two")
     assert max((a1[k] - a2[k]).abs().max().item() for k in a1) > 1e-4
+
+
+def net_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in RunDir(run_dir).load_checkpoint("search")["net"].items() if v.is_floating_point()}
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without torch.distributed")
+@pytest.mark.parametrize("strategy", [
+    # GDAS trains only the sampled operations: the others have no gradient, and the
+    # optimiser must skip them on every rank as one process does (no weight decay or
+    # momentum applied to a zero gradient)
+    {"type": "gdas", "epochs": 2, "batch_size": 32, "arch_lr": 0.05},
+    # second order: the virtual step and the finite-difference direction use the
+    # gradients of the global batch
+    {"type": "darts", "order": "second", "epochs": 2, "batch_size": 32, "arch_lr": 0.05},
+], ids=["gdas", "darts-second-order"])
+def test_two_processes_match_one_process_for_sampling_and_second_order(strategy, tmp_path, pm):
+    # NCHW on both sides: second-order DARTS amplifies the rounding differences
+    # between memory formats, which is not what this test is about
+    spec = {**MANIFEST, "strategy": strategy, "backend": {"type": "cpu", "threads": 1, "channels_last": False},
+            "train": {"epochs": 1}}
+    m, two = run_two_processes(spec, tmp_path)
+    one_dir, one = run_manifest(m, out=tmp_path / "one", pm=pm)
+    w1, w2 = net_tensors(one_dir), net_tensors(tmp_path / "two")
+    assert w1.keys() == w2.keys()
+    worst = max((w1[k] - w2[k]).abs().max().item() for k in w1)
+    assert worst < 1e-4, worst
+    assert two["genotype"] == one["genotype"]["text"]
+    # rank 0 retrained, evaluated and reported after the ranks left the group
+    assert RunDir(tmp_path / "two").status()["status"] == "completed"
+    assert [r["epoch"] for r in RunDir(tmp_path / "two").metrics() if r["stage"] == "retrain"] == [0]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without torch.distributed")
+def test_terminating_the_launcher_stops_its_workers(tmp_path):
+    """SIGTERM to ``dnas run --nproc 2`` reaches torchrun and its workers: nothing goes on
+    writing the run directory after the launcher has gone."""
+    import signal
+    import time
+
+    spec = {**MANIFEST, "strategy": {**MANIFEST["strategy"], "epochs": 200}}
+    m = tmp_path / "long.yaml"
+    m.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "run"
+    env = {**os.environ, "DNAS_PROGRESS": "0", "DNAS_DIST_BACKEND": "gloo"}
+    proc = subprocess.Popen([sys.executable, "-m", "dnas_core", "run", str(m), "--out", str(out), "--nproc", "2"],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 240
+        while not [r for r in RunDir(out).metrics() if r["stage"] == "search"] if (out / "metrics.jsonl").exists() \
+                else True:
+            assert proc.poll() is None and time.time() < deadline, "the run never logged an epoch"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    n = len(RunDir(out).metrics())
+    time.sleep(5)  # orphaned workers would go on logging epochs
+    assert len(RunDir(out).metrics()) == n
+    # the workers took the SIGTERM as a stop: resumable, said so, exit status 130 as Ctrl-C
+    assert RunDir(out).status()["status"] == "interrupted", RunDir(out).status()
+    assert proc.returncode == 130, proc.stderr.read().decode()[-2000:]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without torch.distributed")
+def test_launcher_exit_status_is_rank_zeros(tmp_path):
+    """A usage error is exit status 2 with --nproc too (torchrun itself reports 1)."""
+    m = tmp_path / "m.yaml"
+    m.write_text(yaml.safe_dump(MANIFEST))
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("a user's file")
+    env = {**os.environ, "DNAS_PROGRESS": "0", "DNAS_DIST_BACKEND": "gloo"}
+    proc = subprocess.run([sys.executable, "-m", "dnas_core", "run", str(m), "--out", str(out), "--nproc", "2"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "not empty" in proc.stderr
+    assert (out / "keep.txt").read_text() == "a user's file"

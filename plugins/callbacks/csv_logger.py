@@ -36,6 +36,9 @@ class CSVLogger(Callback):
 
     @hookimpl
     def dnas_epoch_end(self, run, stage: str, epoch: int, metrics: dict[str, float]) -> None:
+        # A resumed stage replays the epochs after its last checkpoint: their old rows go
+        # (metrics.jsonl drops them the same way), so no epoch appears twice.
+        self.rows = [r for r in self.rows if not (r.get("stage") == stage and r.get("epoch", -1) >= epoch)]
         self.rows.append(self._row({"stage": stage, "epoch": epoch, **metrics}))
         fields = list(dict.fromkeys(k for r in self.rows for k in r))
         buf = io.StringIO()

@@ -162,7 +162,8 @@ class MLflowLogger(Callback):
                 self.client.log_artifacts(self.run_id, str(rd.file("plots")), artifact_path="plots")
         if status != "completed":
             self.client.set_tag(self.run_id, "dnas.error", str(result.get("error", ""))[:5000])
-        self.client.set_terminated(self.run_id, status="FINISHED" if status == "completed" else "FAILED")
+        mlflow_status = {"completed": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
+        self.client.set_terminated(self.run_id, status=mlflow_status)
 
 
 @hookimpl

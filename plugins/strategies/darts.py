@@ -21,6 +21,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from dnas_core import distributed as ddp
 from dnas_core import hookimpl
 
 from .differentiable import DifferentiableConfig, DifferentiableStrategy, _requires_grad
@@ -58,20 +59,30 @@ def unrolled_arch_grads(
     weight_decay: float = 0.0,
     eps_scale: float = 0.01,
     backend: Any = None,
+    shares: tuple[float, float] = (1.0, 1.0),
 ) -> tuple[float, list[torch.Tensor]]:
     """The second-order DARTS gradient of the validation loss with respect to ``arch``
     (see the module docstring). Returns the validation loss at the unrolled weights and
-    the gradients; the weights are left as they were."""
+    the gradients; the weights are left as they were.
+
+    Data-parallel (:mod:`dnas_core.distributed`): ``shares`` are this rank's shares of
+    the global training and validation batches. The training gradient of the virtual
+    step and the validation gradient ``d_w`` that sets the finite-difference direction
+    are averaged over the ranks here, so every rank steps to the same ``w'`` and probes
+    the same direction; the returned architecture gradient is this rank's part, which
+    the architecture optimiser's pre-step hook sums with weight ``share_a``."""
+    share_w, share_a = shares
     backend = backend or _NoBackend()
     saved = [p.detach().clone() for p in weights]
     try:
         # 1. Virtual step w' = w - xi * (g + momentum * v + wd * w).
         _requires_grad(arch, False)
         g = torch.autograd.grad(_train_loss(net, batch_w, loss_fn, backend), weights, allow_unused=True)
+        g = ddp.average([torch.zeros_like(p) if gi is None else gi for p, gi in zip(weights, g, strict=True)], share_w)
         _requires_grad(arch, True)
         with torch.no_grad():
             for i, p in enumerate(weights):
-                d = torch.zeros_like(p) if g[i] is None else g[i].clone()
+                d = g[i].clone()
                 if weight_decay:
                     d.add_(p, alpha=weight_decay)
                 if momentum and momentum_buffers is not None and momentum_buffers[i] is not None:
@@ -81,7 +92,8 @@ def unrolled_arch_grads(
         loss = strategy.arch_loss(net, *batch_a, loss_fn, backend)
         grads = torch.autograd.grad(loss, [*arch, *weights], allow_unused=True)
         d_arch = [torch.zeros_like(a) if gr is None else gr for a, gr in zip(arch, grads[: len(arch)], strict=True)]
-        d_w = [torch.zeros_like(p) if gr is None else gr for p, gr in zip(weights, grads[len(arch):], strict=True)]
+        d_w = ddp.average([torch.zeros_like(p) if gr is None else gr
+                           for p, gr in zip(weights, grads[len(arch):], strict=True)], share_a)
         # 3. Finite-difference Hessian-vector product around the original weights.
         eps = eps_scale / (torch.sqrt(sum((d * d).sum() for d in d_w)) + 1e-12)
         _requires_grad(weights, False)
@@ -93,7 +105,9 @@ def unrolled_arch_grads(
             ga = torch.autograd.grad(_train_loss(net, batch_w, loss_fn, backend), arch, allow_unused=True)
             ga = [torch.zeros_like(a) if x is None else x for a, x in zip(arch, ga, strict=True)]
             hv = ga if not hv else [h - x for h, x in zip(hv, ga, strict=True)]
-        result = [da - xi * h / (2 * eps) for da, h in zip(d_arch, hv, strict=True)]
+        # hv is this rank's training-batch term: weighted by share_w in the global sum,
+        # which the pre-step hook forms with share_a
+        result = [da - xi * (share_w / share_a) * h / (2 * eps) for da, h in zip(d_arch, hv, strict=True)]
         return float(loss.detach()), result
     finally:
         _requires_grad(weights, True)
@@ -128,7 +142,7 @@ class DARTS(DifferentiableStrategy):
         loss, grads = unrolled_arch_grads(
             self, net, batch_a, batch_w, loss_fn, self._weights, arch, xi, buffers,
             momentum=group.get("momentum", 0.0), weight_decay=group.get("weight_decay", 0.0),
-            eps_scale=cfg.fd_epsilon, backend=backend,
+            eps_scale=cfg.fd_epsilon, backend=backend, shares=(self._share_w, self._share_a),
         )
         a_opt.zero_grad(set_to_none=True)
         for a, g in zip(arch, grads, strict=True):

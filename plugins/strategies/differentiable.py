@@ -258,6 +258,7 @@ class DifferentiableStrategy(Strategy):
         self._latency_constraint = SupernetConstraint.for_run(run, net)
 
         start = 0
+        stopped: dict[str, Any] | None = None
         ckpt = run.load_checkpoint("search")
         if ckpt is not None:
             net.load_state_dict(ckpt["net"])
@@ -267,6 +268,9 @@ class DifferentiableStrategy(Strategy):
             guard.load_state(ckpt.get("divergence"))
             start = int(ckpt["epoch"]) + 1
             run.run_dir.truncate_metrics("search", start)
+            stopped = ckpt.get("stopped")  # an early stop (stop_at_skips) stays one
+            if stopped:
+                start = cfg.epochs
         elif run.manifest.extends_runs:
             # Transfer: start from the supernet body of earlier runs of this space (dnas_core.runstore).
             loaded = runstore.warm_start_supernet(run, net)
@@ -294,7 +298,6 @@ class DifferentiableStrategy(Strategy):
             raise RunFailed("search: the task's validation split is empty; differentiable search needs one")
         steps = num_batches(train, cfg.batch_size, drop_last=len(train) > cfg.batch_size)
         self.epochs = cfg.epochs
-        stopped: dict[str, Any] | None = None
         with run.progress("search", cfg.epochs, steps, start_epoch=start) as bar:
             for epoch in range(start, cfg.epochs):
                 self.epoch = epoch
@@ -303,17 +306,18 @@ class DifferentiableStrategy(Strategy):
                 start_epoch(train, epoch)  # per-epoch training data (e.g. fresh recsys negatives)
                 torch.manual_seed(derive_seed(seed, "search", "torch", epoch))
                 gen = torch_generator(seed, "search", "w", epoch)
-                val_batches = cycle_batches(val, cfg.batch_size, seed, "search", "a", epoch, device=device)
+                # global batches stay on the host; each rank moves its own slice (shard_batch)
+                val_batches = cycle_batches(val, cfg.batch_size, seed, "search", "a", epoch)
                 net.train()
                 tot_loss, tot_n, tot_correct, arch_total, arch_steps = 0.0, 0, 0, 0.0, 0
                 has_accuracy = False
                 for batch in iterate_batches(train, cfg.batch_size, shuffle=True, generator=gen,
-                                             drop_last=len(train) > cfg.batch_size, device=device):
-                    (xw, yw), self._share_w = ddp.shard_batch(batch)  # this rank's slice of the global batch
+                                             drop_last=len(train) > cfg.batch_size):
+                    (xw, yw), self._share_w = ddp.shard_batch(batch, device)  # this rank's slice of the global batch
                     # data-parallel: batch norm over the global batch (unless sync_batch_norm is off)
                     with ddp.global_batch_norm() if cfg.sync_batch_norm else contextlib.nullcontext():
                         if epoch >= cfg.warmup_epochs:
-                            batch_a, self._share_a = ddp.shard_batch(next(val_batches))
+                            batch_a, self._share_a = ddp.shard_batch(next(val_batches), device)
                             a_loss = self.arch_step(net, batch_a, (xw, yw), loss_fn, a_opt, w_opt, backend)
                             if a_loss == a_loss:  # NaN: the divergence guard skipped the step
                                 arch_total += self._share_a * a_loss
@@ -353,7 +357,8 @@ class DifferentiableStrategy(Strategy):
                     guard.check_params(net, epoch)
                     run.save_checkpoint("search", {"net": net.state_dict(), "w_opt": w_opt.state_dict(),
                                                    "a_opt": a_opt.state_dict(), "epoch": epoch,
-                                                   "extra": self.extra_state(), "divergence": guard.state()})
+                                                   "extra": self.extra_state(), "divergence": guard.state(),
+                                                   "stopped": stopped})
                 if stopped:
                     break
         self.phase = "eval"

@@ -188,12 +188,13 @@ def _run_guarded(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         # whose log pipe closed) it is one: 141, as a shell reports SIGPIPE.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the exit flush does not fail again
         return 0 if args.command in ("plugins", "schema", "validate", "show", "compare") else 141
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if args.command == "tune":
             print("dnas: interrupted (run the same `dnas tune` command again: the interrupted trial is retried "
                   "and its run resumes)", file=sys.stderr)
         else:
-            print("dnas: interrupted (resume with `dnas run --resume RUN_DIR`)", file=sys.stderr)
+            run_dir = getattr(exc, "run_dir", None) or "RUN_DIR"
+            print(f"dnas: interrupted (resume with `dnas run --resume {run_dir}`)", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place unexpected errors end up
         if args.debug:

@@ -135,6 +135,8 @@ class Orchestrator:
             # Ctrl-C, or SIGTERM (which `dnas run` turns into KeyboardInterrupt): stopped
             # from outside, resumable; anything else failed
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            if status == "interrupted" and distributed.is_main():
+                exc.run_dir = str(self.run_dir.path)  # for the command's resume hint
             error = f"{type(exc).__name__}: {exc}"
             try:
                 self.run_dir.set_status(status, error=error, finished=_now(),

@@ -184,3 +184,35 @@ def test_csv_logger_replaces_replayed_epochs(tmp_path):
     rows = list(csv.DictReader((rd.path / "metrics.csv").open()))
     assert [(r["stage"], r["epoch"], r["loss"]) for r in rows] == [
         ("search", "0", "1.0"), ("search", "1", "0.5"), ("search", "2", "0.5"), ("retrain", "0", "0.1")]
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path):
+    """A scheduler's SIGTERM: the run records ``interrupted``, the command exits 130 and
+    names the resume command with the run directory."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from dnas_core.rundir import RunDir
+
+    m = _manifest(tmp_path, strategy={"type": "darts", "epochs": 500, "batch_size": 32})
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "dnas_core", "run", str(m), "--out", str(out)],
+                            env={**os.environ, "DNAS_PROGRESS": "0"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.time() + 120
+        while not ((out / "metrics.jsonl").exists() and RunDir(out).metrics()):
+            assert proc.poll() is None and time.time() < deadline, "the run never logged an epoch"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=60)[1].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert f"dnas run --resume {out}" in err
+    status = RunDir(out).status()
+    assert status["status"] == "interrupted" and "SIGTERM" in status["error"]

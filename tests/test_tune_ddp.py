@@ -142,7 +142,9 @@ def test_terminating_the_launcher_stops_its_workers(tmp_path):
     assert len(RunDir(out).metrics()) == n
     # the workers took the SIGTERM as a stop: resumable, said so, exit status 130 as Ctrl-C
     assert RunDir(out).status()["status"] == "interrupted", RunDir(out).status()
-    assert proc.returncode == 130, proc.stderr.read().decode()[-2000:]
+    err = proc.stderr.read().decode()
+    assert proc.returncode == 130, err[-2000:]
+    assert f"dnas run --resume {out}" in err
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without torch.distributed")

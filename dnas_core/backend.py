@@ -63,6 +63,13 @@ class Backend(Component):
         """Move a module to the device in the memory format this backend prefers."""
         return module.to(self.device)
 
+    def eager(self) -> ContextManager[Any]:
+        """Modules prepared inside this context are not graph-compiled, whatever the
+        backend's ``compile`` setting: for modules whose forward branches on sampled
+        values (hard-path strategies) or that run a few times only (latency
+        measurements). A no-op for backends that never compile."""
+        return contextlib.nullcontext()
+
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.device, non_blocking=True)
 
@@ -80,7 +87,8 @@ class Backend(Component):
         self, module: nn.Module, example: torch.Tensor, warmup: int = 5, repeats: int = 20
     ) -> Latency:
         """Median wall time of ``module(example)`` after ``warmup`` calls."""
-        module = self.prepare(module).eval()
+        with self.eager():  # one module timed a few times: compiling it would cost more than it measures
+            module = self.prepare(module).eval()
         # Multi-input models (e.g. recommendation: (user, item)) take a tuple.
         tuple_input = isinstance(example, (tuple, list))
         x = tuple(self.prepare_input(t) for t in example) if tuple_input else self.prepare_input(example)

@@ -12,6 +12,7 @@ from its last checkpoint.
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as _dt
 import platform
 import time
@@ -367,7 +368,8 @@ def _save_model(run_dir: RunDir, network: torch.nn.Module) -> None:
     from .rundir import atomic_write_bytes
 
     buf = io.BytesIO()
-    torch.save(network.state_dict(), buf)
+    # host tensors: model.pt of a GPU run loads on a machine without one
+    torch.save({k: v.detach().cpu() for k, v in network.state_dict().items()}, buf)
     atomic_write_bytes(run_dir.file("model.pt"), buf.getvalue())
 
 
@@ -377,7 +379,10 @@ def export_run(ctx: RunContext, exporter: Any, network: torch.nn.Module) -> dict
     path = rd.file(f"model{exporter.suffix}")
     n = ctx.manifest.output.onnx_check_samples
     inputs = ctx.task.example_inputs(ctx.data.test, n)
-    network = network.cpu().eval()
+    # A host copy: the run's network stays where the backend put it (the report still
+    # evaluates it there), and a torch.compile'd network exports as the plain module
+    # (deepcopy drops the compiled forward; tracing a compiled one fails).
+    network = copy.deepcopy(network).cpu().float().eval()
     facts = exporter.export(network, _first(inputs, 2), path)
     check = exporter.verify(path, network, inputs)
     info = {"file": path.name, "exporter": exporter.name, **facts, **check, "checked_inputs": int(_batch(inputs))}

@@ -556,6 +556,21 @@ def tune(manifest_path: str | Path, overrides: list[str] | None = None, storage:
     return summary
 
 
+def _worker_env(i: int) -> dict[str, str]:
+    """Worker ``i``'s environment: on a host with several GPUs, GPU ``i mod n`` alone
+    (a cuda backend's plain ``device: cuda`` would put every worker on the first one).
+    A ``CUDA_VISIBLE_DEVICES`` the user set is split the same way."""
+    import torch
+
+    env = dict(os.environ)
+    visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if not visible and torch.cuda.is_available():
+        visible = [str(k) for k in range(torch.cuda.device_count())]
+    if len(visible) > 1:
+        env["CUDA_VISIBLE_DEVICES"] = visible[i % len(visible)].strip()
+    return env
+
+
 def _run_worker_processes(manifest_path: str | Path, overrides: list[str], storage: str, name: str, sdir: Path,
                           budget: int, workers: int) -> None:
     logs = sdir / "logs"
@@ -567,7 +582,7 @@ def _run_worker_processes(manifest_path: str | Path, overrides: list[str], stora
                    "--study", name, "--study-dir", str(sdir), "--n-trials", str(budget), "--worker-index", str(i),
                    "--no-report"]
             fh = open(logs / f"worker-{i}.log", "ab")
-            procs.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT), fh))
+            procs.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_worker_env(i)), fh))
         log(f"[tune] {workers} workers started; logs in {logs}")
         codes = [p.wait() for p, _ in procs]
     except BaseException:

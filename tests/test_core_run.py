@@ -78,6 +78,30 @@ def test_reexport(finished_run):
     assert info["ok"] and (path / "model.onnx").is_file()
 
 
+def test_export_of_a_compiled_network(finished_run, monkeypatch):
+    """A backend that torch.compile's its modules (cuda with ``compile: true``): the
+    export traces a plain copy (tracing a compiled module fails) and leaves the run's
+    network as the backend prepared it."""
+    from dnas_plugins.backends.torch_devices import CPUBackend
+
+    prepared = []
+    plain = CPUBackend.prepare
+
+    def compiling(self, module):
+        module = plain(self, module)
+        module.compile(backend="eager")
+        prepared.append(module)
+        return module
+
+    monkeypatch.setattr(CPUBackend, "prepare", compiling)
+    path, _ = finished_run
+    info = reexport(path)
+    assert info["ok"] and prepared
+    net = prepared[-1]
+    assert net._compiled_call_impl is not None  # still the compiled module
+    assert any(p.is_contiguous(memory_format=torch.channels_last) for p in net.parameters() if p.dim() == 4)
+
+
 def test_out_dir_must_be_new(finished_run, tmp_path):
     from dnas_core import UsageError
 

@@ -102,3 +102,19 @@ def test_cuda_device_gets_an_index(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert _backend("cuda").device == torch.device("cuda", 1)
     assert _backend("cuda", device="cuda:0").device == torch.device("cuda", 0)  # an explicit index stays
+
+
+def test_cuda_amp_refuses_fp16_with_the_reason():
+    from dnas_core import get_plugin_manager
+
+    with pytest.raises(Exception, match="loss scaling"):
+        get_plugin_manager().registries.backends.create("cuda", {"amp": "fp16"})
+
+
+def test_tune_workers_get_one_gpu_each(monkeypatch):
+    from dnas_core.tune import _worker_env
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0, 2,3")
+    assert [_worker_env(i)["CUDA_VISIBLE_DEVICES"] for i in range(4)] == ["0", "2", "3", "0"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # one GPU: shared, as given
+    assert _worker_env(3)["CUDA_VISIBLE_DEVICES"] == "1"

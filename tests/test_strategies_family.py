@@ -514,3 +514,39 @@ def test_gdas_never_samples_an_excluded_op(digits) -> None:
     s.on_epoch_start(0, body)  # tau 10: close to uniform sampling
     drawn = torch.stack([s.weight_fn(body.alpha).index for _ in range(200)])
     assert not torch.isin(drawn, torch.tensor([OPS.index("none"), OPS.index("skip_connect")])).any()
+
+
+@pytest.mark.parametrize("strategy, eager", [("gdas", True), ("darts", False)])
+def test_path_sampling_supernets_are_prepared_eager(strategy, eager, tmp_path, monkeypatch) -> None:
+    """A backend that compiles (cuda, ``compile: true``) must not compile a supernet that
+    branches on every sampled path: the strategy prepares it inside ``backend.eager()``."""
+    import contextlib
+
+    from dnas_core.orchestrator import run_manifest
+    from dnas_plugins.backends.torch_devices import CPUBackend
+
+    state = {"eager": False}
+    prepared: list[tuple[str, bool]] = []
+
+    @contextlib.contextmanager
+    def eager_ctx(self):
+        state["eager"] = True
+        try:
+            yield
+        finally:
+            state["eager"] = False
+
+    plain = CPUBackend.prepare
+
+    def recording(self, module):
+        prepared.append((type(module).__name__, state["eager"]))
+        return plain(self, module)
+
+    monkeypatch.setattr(CPUBackend, "eager", eager_ctx)
+    monkeypatch.setattr(CPUBackend, "prepare", recording)
+    m = _tiny({"type": strategy})
+    m["train"]["epochs"], m["export"] = 0, None
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(m))
+    run_manifest(path, out=tmp_path / "run")
+    assert prepared[0][1] is eager  # the supernet, built first

@@ -13,7 +13,7 @@ import time
 from typing import Any, ContextManager, Literal, Optional
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from dnas_core import Backend, ComponentConfig, hookimpl
@@ -78,12 +78,22 @@ def _world_size() -> int:
 
 class CUDAConfig(ComponentConfig):
     device: str = Field("cuda", pattern=r"^cuda(:\d+)?$")
-    amp: Literal["auto", "bf16", "fp16", "off"] = Field(
-        "auto", description="autocast precision; auto = bf16 where supported, else fp16"
+    amp: Literal["auto", "bf16", "off"] = Field(
+        "auto", description="autocast precision; auto = bf16 on GPUs with native bf16 (Ampere and later), "
+        "else fp32"
     )
     compile: bool = Field(False, description="torch.compile the supernet/network (pays off on long runs)")
     channels_last: bool = True
     tf32: bool = True
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _no_fp16(cls, v: Any) -> Any:
+        if v == "fp16":
+            raise ValueError("fp16 needs loss scaling (a GradScaler), which dnas's training loops do not do: "
+                             "small gradients, the architecture's first, would underflow to zero; use bf16 "
+                             "(Ampere or later) or off")
+        return v
 
 
 class CUDABackend(Backend):
@@ -129,9 +139,12 @@ class CUDABackend(Backend):
         amp = self.config.amp
         if amp == "off":
             return None
-        if amp == "bf16" or (amp == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+        # auto: bf16 only where the GPU has it natively (Ampere and later); torch's default
+        # check also says yes where bf16 is merely emulated, which is slow and skips cuDNN
+        native_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+        if amp == "bf16" or native_bf16:
             return torch.bfloat16
-        return torch.float16
+        return None  # auto without native bf16: fp32 (fp16 would need loss scaling)
 
     def autocast(self) -> ContextManager[Any]:
         dtype = self._dtype()
@@ -143,11 +156,24 @@ class CUDABackend(Backend):
         module = module.to(self.device)
         if self.config.channels_last:
             module = module.to(memory_format=torch.channels_last)
-        if self.config.compile:
+        if self.config.compile and not self._eager:
             # in place (nn.Module.compile): the module, its attributes (net.body) and its
-            # state_dict keys stay as they are, so strategies and checkpoints are unaffected
-            module.compile()
+            # state_dict keys stay as they are, so strategies and checkpoints are unaffected.
+            # isolate_recompiles: every network of a run (supernet, retrained network, a
+            # tune worker's trials) shares Network.forward's code object; one shared cache
+            # would hit dynamo's recompile limit and run the later ones eagerly.
+            module.compile(isolate_recompiles=True)
         return module
+
+    _eager = False
+
+    @contextlib.contextmanager
+    def eager(self):
+        self._eager, before = True, self._eager
+        try:
+            yield
+        finally:
+            self._eager = before
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)

@@ -15,6 +15,7 @@ restored, so the extra memory is one copy of the weights.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Literal, Optional
 
 import torch
@@ -94,7 +95,10 @@ def unrolled_arch_grads(
         d_arch = [torch.zeros_like(a) if gr is None else gr for a, gr in zip(arch, grads[: len(arch)], strict=True)]
         d_w = ddp.average([torch.zeros_like(p) if gr is None else gr
                            for p, gr in zip(weights, grads[len(arch):], strict=True)], share_a)
-        # 3. Finite-difference Hessian-vector product around the original weights.
+        # 3. Finite-difference Hessian-vector product around the original weights, in
+        # full fp32: the probe moves each weight by ~eps / sqrt(#weights), far below the
+        # rounding step of bf16 or TF32, which would leave only rounding noise to divide
+        # by 2 * eps. So no autocast and no TF32 in these two passes.
         eps = eps_scale / (torch.sqrt(sum((d * d).sum() for d in d_w)) + 1e-12)
         _requires_grad(weights, False)
         hv: list[torch.Tensor] = []
@@ -102,7 +106,8 @@ def unrolled_arch_grads(
             with torch.no_grad():
                 for p, w0, d in zip(weights, saved, d_w, strict=True):
                     p.copy_(w0).add_(d, alpha=float(sign * eps))
-            ga = torch.autograd.grad(_train_loss(net, batch_w, loss_fn, backend), arch, allow_unused=True)
+            with _no_tf32():
+                ga = torch.autograd.grad(_train_loss(net, batch_w, loss_fn, _NoBackend()), arch, allow_unused=True)
             ga = [torch.zeros_like(a) if x is None else x for a, x in zip(arch, ga, strict=True)]
             hv = ga if not hv else [h - x for h, x in zip(hv, ga, strict=True)]
         # hv is this rank's training-batch term: weighted by share_w in the global sum,
@@ -116,10 +121,18 @@ def unrolled_arch_grads(
                 p.copy_(w0)
 
 
+@contextlib.contextmanager
+def _no_tf32():
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
 class _NoBackend:
     def autocast(self):
-        import contextlib
-
         return contextlib.nullcontext()
 
 

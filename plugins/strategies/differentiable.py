@@ -245,7 +245,13 @@ class DifferentiableStrategy(Strategy):
         task, space, backend = run.task, run.space, run.backend
         data, device, seed = run.data, run.device, run.seed
         torch.manual_seed(derive_seed(seed, "search", "init"))
-        net = backend.prepare(space.build_supernet(task, **self.supernet_options()))
+        # A supernet that computes only sampled paths branches in Python on each sample:
+        # compiled, it would recompile on every new path until dynamo gives up.
+        with backend.eager() if self.samples_paths else contextlib.nullcontext():
+            net = backend.prepare(space.build_supernet(task, **self.supernet_options()))
+        if self.samples_paths and getattr(backend.config, "compile", False):
+            log(f"[search] {self.name} samples one path per step: the supernet runs uncompiled "
+                "(backend.compile applies to the retrained network)")
         body: Supernet = net.body
         body.weight_fn = self.weight_fn
         arch_ids = {id(p) for p in body.arch_parameters()}
@@ -374,6 +380,10 @@ class DifferentiableStrategy(Strategy):
         if self._latency_constraint is not None:  # the fastest-enough likely architecture
             outcome.genotype, summary["latency_constraint"] = self._latency_constraint.derive(space, net)
         return outcome
+
+    #: Whether ``weight_fn`` picks paths (``MixWeights.index``): the supernet then runs
+    #: only the sampled operations and is not graph-compiled (see :meth:`search`).
+    samples_paths: bool = False
 
     #: Whether ``exclude_ops`` works with this strategy's ``weight_fn`` (it needs logits
     #: for which -10,000 means "never": softmax, sigmoid, Gumbel sampling).

@@ -47,6 +47,10 @@ class FBNet(LatencyAwareStrategy):
     Config = FBNetConfig
     tau: float = 5.0
 
+    @property
+    def samples_paths(self) -> bool:  # type: ignore[override]
+        return self.config.hard
+
     def on_epoch_start(self, epoch, supernet) -> None:
         cfg = self.config
         self.tau = temperature(epoch, cfg.epochs, cfg.tau_max, cfg.tau_min, cfg.tau_schedule)

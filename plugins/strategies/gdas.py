@@ -25,6 +25,7 @@ class GDAS(DifferentiableStrategy):
     name = "gdas"
     description = "GDAS: Gumbel-max hard sampling of one op per edge, straight-through gradient"
     Config = GDASConfig
+    samples_paths = True
     tau: float = 10.0
 
     def on_epoch_start(self, epoch, supernet) -> None:

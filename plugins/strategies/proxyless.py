@@ -61,6 +61,7 @@ class ProxylessNAS(LatencyAwareStrategy):
     name = "proxylessnas"
     description = "ProxylessNAS: sampled binary paths (1 or 2), binary-gate gradient, expected-latency loss"
     Config = ProxylessConfig
+    samples_paths = True
     _lat0: float | None = None
 
     def supernet_options(self) -> dict[str, Any]:

@@ -379,6 +379,10 @@ class DifferentiableStrategy(Strategy):
         outcome = SearchOutcome(supernet=net, summary=summary)
         if self._latency_constraint is not None:  # the fastest-enough likely architecture
             outcome.genotype, summary["latency_constraint"] = self._latency_constraint.derive(space, net)
+        # The strategy outlives its search (it stays in the run context): let go of the
+        # supernet's weights and optimiser state, so that retraining does not share the
+        # device's memory with them once the orchestrator has derived the genotype.
+        self._weights, self._optimizers = [], []
         return outcome
 
     #: Whether ``weight_fn`` picks paths (``MixWeights.index``): the supernet then runs

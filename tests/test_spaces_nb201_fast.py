@@ -101,3 +101,24 @@ def test_input_nodes_are_those_the_output_can_depend_on():
         a, b = cell(torch.randn(1, 4, 5, 5)), cell(torch.randn(1, 4, 5, 5))
         assert torch.equal(a, b) is not depends
         assert a.abs().sum() > 0
+
+
+def test_fused_batch_norm_recalibrates_per_channel():
+    """``momentum = None`` after ``reset_running_stats()`` (the weight-sharing
+    evaluator's recalibration): the running statistics of the channels a path uses are
+    the average of its batches' statistics; channels off the path stay reset."""
+    from dnas_search_spaces.nb201.ops import _SourceConvs
+
+    torch.manual_seed(0)
+    src = _SourceConvs(4, 3, track=True).train()
+    src.bn1_mean.fill_(5.0)  # stale statistics from supernet training
+    src.reset_running_stats()
+    src.momentum = None
+    sl = slice(4, 8)  # the second out-edge's channels
+    ys = [torch.randn(8, 4, 5, 5) * (k + 1) + k for k in range(3)]
+    for y in ys:
+        src.bn(y, "bn1", torch.ones(4), sl)
+    assert torch.allclose(src.bn1_mean[sl], torch.stack([y.mean((0, 2, 3)) for y in ys]).mean(0), atol=1e-6)
+    assert torch.allclose(src.bn1_var[sl], torch.stack([y.var((0, 2, 3)) for y in ys]).mean(0), atol=1e-5)
+    assert torch.equal(src.bn1_mean[:4], torch.zeros(4)) and torch.equal(src.bn1_var[8:], torch.ones(4))
+    assert "bn1_count" not in src.state_dict()  # checkpoints keep their keys

@@ -107,7 +107,10 @@ class WeightSharingEvaluator(Evaluator):
 
     @torch.no_grad()
     def _recalibrate(self, net: nn.Module) -> None:
-        bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        # nn.BatchNorm and the spaces' fused batch norms that follow its protocol
+        # (reset_running_stats, momentum None for a cumulative average)
+        bns = [m for m in net.modules() if hasattr(m, "reset_running_stats") and hasattr(m, "momentum")
+               and getattr(m, "track_running_stats", False)]
         if not self.config.bn_batches or not bns:
             return
         for m in bns:

@@ -67,7 +67,13 @@ class ResBlock(nn.Module):
 
 
 class _SourceConvs(nn.Module):
-    """The 1x1 and 3x3 convolutions of all edges leaving one node, batched."""
+    """The 1x1 and 3x3 convolutions of all edges leaving one node, batched.
+
+    Its batch norms follow ``nn.BatchNorm``'s protocol where evaluators use it:
+    ``track_running_stats``, ``momentum`` (``None``: a cumulative average, as
+    batch-norm recalibration of a sampled path needs) and :meth:`reset_running_stats`.
+    The cumulative average counts batches per channel, since a sampled path updates
+    only the channels of its own edges."""
 
     def __init__(self, c: int, n_out: int, track: bool):
         super().__init__()
@@ -75,18 +81,39 @@ class _SourceConvs(nn.Module):
         self.conv1 = nn.Conv2d(c, c * n_out, 1, bias=False)
         self.conv3 = nn.Conv2d(c, c * n_out, 3, padding=1, bias=False)
         self.track = track
+        self.momentum: float | None = 0.1
         for name in ("bn1", "bn3"):
             self.register_buffer(f"{name}_mean", torch.zeros(c * n_out))
             self.register_buffer(f"{name}_var", torch.ones(c * n_out))
+            # not in the state dict: only the cumulative average (momentum None) uses them
+            self.register_buffer(f"{name}_count", torch.zeros(c * n_out), persistent=False)
+
+    @property
+    def track_running_stats(self) -> bool:
+        return self.track
+
+    def reset_running_stats(self) -> None:
+        for name in ("bn1", "bn3"):
+            getattr(self, f"{name}_mean").zero_()
+            getattr(self, f"{name}_var").fill_(1.0)
+            getattr(self, f"{name}_count").zero_()
 
     def bn(self, y: torch.Tensor, which: str, weight: torch.Tensor, sl: slice | None = None) -> torch.Tensor:
         mean, var = getattr(self, f"{which}_mean"), getattr(self, f"{which}_var")
         if sl is not None:
             mean, var = mean[sl], var[sl]
+        if self.training and self.track and self.momentum is None:
+            count = getattr(self, f"{which}_count")
+            count = count[sl] if sl is not None else count
+            with torch.no_grad():  # views: the updates land in the buffers
+                count.add_(1.0)
+                mean.add_((y.mean((0, 2, 3)) - mean) / count)
+                var.add_((y.var((0, 2, 3)) - var) / count)
+            return F.batch_norm(y, None, None, weight=weight, bias=None, training=True, eps=1e-5)
         use_batch = self.training or not self.track
         return F.batch_norm(
             y, mean if self.track else None, var if self.track else None, weight=weight, bias=None,
-            training=use_batch, momentum=0.1, eps=1e-5,
+            training=use_batch, momentum=0.1 if self.momentum is None else self.momentum, eps=1e-5,
         )
 
 

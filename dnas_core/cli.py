@@ -170,6 +170,9 @@ def _interrupt_on_sigterm() -> None:
     import signal
 
     def stop(signum, frame):
+        # once: a second SIGTERM (a scheduler signalling every process while torchrun
+        # passes its own on) must not cut short the cleanup that records the stop
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
 
     signal.signal(signal.SIGTERM, stop)
@@ -193,8 +196,13 @@ def _run_guarded(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             print("dnas: interrupted (run the same `dnas tune` command again: the interrupted trial is retried "
                   "and its run resumes)", file=sys.stderr)
         else:
-            run_dir = getattr(exc, "run_dir", None) or "RUN_DIR"
-            print(f"dnas: interrupted (resume with `dnas run --resume {run_dir}`)", file=sys.stderr)
+            from . import distributed
+
+            if distributed.is_main():  # the data-parallel followers stop quietly
+                run_dir = getattr(exc, "run_dir", None) or "RUN_DIR"
+                nproc = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+                again = f" --nproc {nproc}" if nproc > 1 else ""
+                print(f"dnas: interrupted (resume with `dnas run --resume {run_dir}{again}`)", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place unexpected errors end up
         if args.debug:
@@ -210,6 +218,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from . import distributed
         from .orchestrator import resume_run, run_manifest
 
+        if args.resume and args.manifest:
+            parser.error("run: give either a manifest or --resume RUN_DIR, not both")
+        if not args.resume and not args.manifest:
+            parser.error("run: a manifest is required (or --resume RUN_DIR)")
         if args.nproc is not None and args.nproc > 1 and distributed.requested_world_size() <= 1:
             forward = [a for i, a in enumerate(args.raw_argv) if not _is_nproc_arg(args.raw_argv, i)]
             return distributed.launch(args.nproc, forward)
@@ -218,12 +230,8 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         distributed.init_from_env()
 
         if args.resume:
-            if args.manifest:
-                parser.error("run: give either a manifest or --resume RUN_DIR, not both")
             path, result = resume_run(args.resume)
         else:
-            if not args.manifest:
-                parser.error("run: a manifest is required (or --resume RUN_DIR)")
             path, result = run_manifest(args.manifest, args.overrides, args.out)
         distributed.shutdown()  # a no-op once the run has left the group after its search
         if not distributed.is_main():

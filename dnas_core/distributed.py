@@ -112,7 +112,9 @@ def shutdown() -> None:
     at exit). Called right after the search, where the ranks are in step: rank 0 then
     derives, retrains and reports without a group, so no rank sits in a collective
     whose timeout (30 min for gloo, 10 for NCCL) could end the run meanwhile."""
+    global _RANK
     if dist.is_available() and dist.is_initialized():
+        _RANK = dist.get_rank()  # also for a group the embedding program set up itself
         dist.barrier()
         dist.destroy_process_group()
 
@@ -352,9 +354,10 @@ class FollowerRunDir(RunDir):
 
 def launch(nproc: int, dnas_args: Sequence[str]) -> int:
     """Run ``python -m dnas_core <dnas_args>`` on ``nproc`` local processes through
-    torchrun; returns its exit status. SIGINT and SIGTERM sent to this process are
-    passed on to torchrun, which stops its workers: killing ``dnas run --nproc N`` stops
-    the run instead of leaving orphaned workers writing the run directory."""
+    torchrun; returns its exit status. SIGINT, SIGTERM and SIGHUP sent to this process
+    are passed on to torchrun, which stops its workers: killing ``dnas run --nproc N``
+    stops the run instead of leaving orphaned workers writing the run directory (a
+    SIGKILL cannot be passed on)."""
     if nproc < 1:
         raise UsageError(f"--nproc must be at least 1 (got {nproc})")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
@@ -364,23 +367,31 @@ def launch(nproc: int, dnas_args: Sequence[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="dnas-launch-") as tmp:
         status_file = Path(tmp) / "exit_code"
         env = {**os.environ, "DNAS_EXIT_CODE_FILE": str(status_file)}
-        code = _supervise(subprocess.Popen(cmd, env=env, start_new_session=True))
+        code, signalled = _supervise(subprocess.Popen(cmd, env=env, start_new_session=True))
         if code != 0 and status_file.is_file():
             with contextlib.suppress(ValueError):
-                code = int(status_file.read_text())
+                rank0 = int(status_file.read_text())
+                # 130 means stopped by a signal: rank 0's own report only if the stop came
+                # from here; torchrun also SIGTERMs rank 0 when another rank fails
+                if rank0 != 130 or signalled:
+                    code = rank0
         return code
 
 
-def _supervise(child: subprocess.Popen) -> int:
+def _supervise(child: subprocess.Popen) -> tuple[int, bool]:
     """Wait for ``child`` (started in its own session, so that a Ctrl-C on the terminal
-    reaches torchrun once, through this process), passing SIGINT and SIGTERM on."""
+    reaches torchrun once, through this process), passing SIGINT, SIGTERM and SIGHUP on.
+    Returns its exit status and whether a signal was passed on."""
+    signalled = False
 
     def forward(signum, frame):
+        nonlocal signalled
+        signalled = True
         child.send_signal(signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        return child.wait()
+        return child.wait(), signalled
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -116,9 +116,7 @@ class Orchestrator:
         try:
             self._start()
             self._stage("search", self.search)
-            # Data-parallel: the ranks are in step here, the last moment they are. They
-            # leave the group together; the followers stop and rank 0 goes on alone.
-            distributed.shutdown()
+            distributed.shutdown()  # a resumed run whose search had finished: leave here
             if not distributed.is_main():
                 return {}
             self._stage("derive", self.derive)
@@ -254,6 +252,12 @@ class Orchestrator:
         ctx = self.ctx
         log(f"[search] {ctx.strategy.name} over {ctx.space.name}")
         outcome = ctx.strategy.search(ctx)
+        # Data-parallel: the ranks are in step here, the last moment they are. They leave
+        # the group together; the followers stop and rank 0 goes on alone (its constraint
+        # check may build a latency table, which must not wait for the others).
+        distributed.shutdown()
+        if not distributed.is_main():
+            return {}
         if outcome.genotype is None:
             if outcome.supernet is None:
                 raise RunFailed(f"strategy {ctx.strategy.name!r} returned neither a supernet nor a genotype")
@@ -365,12 +369,10 @@ class Orchestrator:
 def _save_model(run_dir: RunDir, network: torch.nn.Module) -> None:
     import io
 
-    from .rundir import atomic_write_bytes
-
     buf = io.BytesIO()
     # host tensors: model.pt of a GPU run loads on a machine without one
     torch.save({k: v.detach().cpu() for k, v in network.state_dict().items()}, buf)
-    atomic_write_bytes(run_dir.file("model.pt"), buf.getvalue())
+    run_dir.write_bytes("model.pt", buf.getvalue())
 
 
 def export_run(ctx: RunContext, exporter: Any, network: torch.nn.Module) -> dict[str, Any]:

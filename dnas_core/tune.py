@@ -557,18 +557,10 @@ def tune(manifest_path: str | Path, overrides: list[str] | None = None, storage:
 
 
 def _worker_env(i: int) -> dict[str, str]:
-    """Worker ``i``'s environment: on a host with several GPUs, GPU ``i mod n`` alone
-    (a cuda backend's plain ``device: cuda`` would put every worker on the first one).
-    A ``CUDA_VISIBLE_DEVICES`` the user set is split the same way."""
-    import torch
-
-    env = dict(os.environ)
-    visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-    if not visible and torch.cuda.is_available():
-        visible = [str(k) for k in range(torch.cuda.device_count())]
-    if len(visible) > 1:
-        env["CUDA_VISIBLE_DEVICES"] = visible[i % len(visible)].strip()
-    return env
+    """Worker ``i``'s environment: ``DNAS_TUNE_WORKER=i``, by which a cuda backend's
+    plain ``device: cuda`` puts worker ``i`` on GPU ``i mod n`` (otherwise every worker
+    would share the first GPU); an explicit ``cuda:K`` stays as it is."""
+    return {**os.environ, "DNAS_TUNE_WORKER": str(i)}
 
 
 def _run_worker_processes(manifest_path: str | Path, overrides: list[str], storage: str, name: str, sdir: Path,

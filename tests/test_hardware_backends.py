@@ -112,9 +112,15 @@ def test_cuda_amp_refuses_fp16_with_the_reason():
 
 
 def test_tune_workers_get_one_gpu_each(monkeypatch):
+    """``dnas tune --workers N``: worker i's plain ``cuda`` is GPU i mod n; an explicit
+    index stays."""
     from dnas_core.tune import _worker_env
 
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0, 2,3")
-    assert [_worker_env(i)["CUDA_VISIBLE_DEVICES"] for i in range(4)] == ["0", "2", "3", "0"]
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # one GPU: shared, as given
-    assert _worker_env(3)["CUDA_VISIBLE_DEVICES"] == "1"
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    devices = []
+    for i in range(4):
+        monkeypatch.setenv("DNAS_TUNE_WORKER", _worker_env(i)["DNAS_TUNE_WORKER"])
+        devices.append(_backend("cuda").device.index)
+    assert devices == [0, 1, 2, 0]
+    assert _backend("cuda", device="cuda:2").device.index == 2

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from dnas_core import Backend, ComponentConfig, hookimpl
+from dnas_core.distributed import requested_world_size
 
 
 class CPUConfig(ComponentConfig):
@@ -69,13 +70,6 @@ class CPUBackend(Backend):
         return time.thread_time() if self.config.clock == "thread_cpu" else time.perf_counter()
 
 
-def _world_size() -> int:
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        return 1
-
-
 class CUDAConfig(ComponentConfig):
     device: str = Field("cuda", pattern=r"^cuda(:\d+)?$")
     amp: Literal["auto", "bf16", "off"] = Field(
@@ -118,7 +112,7 @@ class CUDABackend(Backend):
             from dnas_core import UsageError
 
             rank = f" (data-parallel local rank {os.environ['LOCAL_RANK']} uses the GPU of its index)" \
-                if _world_size() > 1 else ""
+                if requested_world_size() > 1 else ""
             raise UsageError(f"backend.device: {self.device} does not exist; this host has {count} CUDA "
                              f"device(s){rank}")
         torch.cuda.set_device(self.device)
@@ -129,11 +123,17 @@ class CUDABackend(Backend):
     @property
     def device(self) -> torch.device:
         """``backend.device``; a plain ``cuda`` is ``cuda:LOCAL_RANK`` in a data-parallel
-        run (one GPU per local process) and ``cuda:0`` otherwise."""
+        run (one GPU per local process), ``cuda:(i mod n)`` in ``dnas tune`` worker ``i``
+        on a host with ``n`` GPUs, and ``cuda:0`` otherwise."""
         d = torch.device(self.config.device)
-        if d.index is None:
-            d = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if _world_size() > 1 else 0)
-        return d
+        if d.index is not None:
+            return d
+        if requested_world_size() > 1:
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        worker = os.environ.get("DNAS_TUNE_WORKER")
+        if worker is not None and worker.isdigit() and torch.cuda.device_count() > 1:
+            return torch.device("cuda", int(worker) % torch.cuda.device_count())
+        return torch.device("cuda", 0)
 
     def _dtype(self) -> torch.dtype | None:
         amp = self.config.amp

@@ -194,14 +194,20 @@ def sync_gradients(params: Iterable[nn.Parameter], share: float) -> None:
             p.grad.copy_(g)
 
 
+def _for_collective(t: torch.Tensor) -> torch.Tensor:
+    """``t`` where the group's backend can reduce it: a host tensor goes to the GPU only
+    in an NCCL-only group (``DNAS_DIST_BACKEND=nccl``); ``cpu:gloo,cuda:nccl`` and gloo
+    reduce host tensors through gloo."""
+    return t.cuda() if dist.get_backend() == "nccl" else t
+
+
 def all_ranks(flag: bool) -> bool:
     """Whether ``flag`` holds on every rank (one tiny all-reduce): a decision that must
     be the same everywhere, such as skipping a step, is taken on all of them."""
     if not is_distributed():
         return flag
     t = torch.tensor([1.0 if flag else 0.0])
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
+    t = _for_collective(t)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item() > 0)
 
@@ -210,8 +216,7 @@ def sum_over_ranks(values: Sequence[float]) -> list[float]:
     if not is_distributed():
         return list(values)
     t = torch.tensor(list(values), dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
+    t = _for_collective(t)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.cpu().tolist()
 
@@ -222,8 +227,7 @@ def max_rank_difference(tensors: Sequence[torch.Tensor]) -> float:
     if not is_distributed() or not tensors:
         return 0.0
     flat = torch.cat([t.detach().reshape(-1).float() for t in tensors])
-    if dist.get_backend() == "nccl":
-        flat = flat.cuda()
+    flat = _for_collective(flat)
     gathered = [torch.empty_like(flat) for _ in range(world_size())]
     dist.all_gather(gathered, flat)
     return max(float((g - gathered[0]).abs().max()) for g in gathered)

@@ -180,7 +180,7 @@ def test_latency_constrained_run_with_two_processes(tmp_path, monkeypatch):
             "strategy": {"type": "fbnet", "epochs": 1, "batch_size": 32},
             "constraints": {"max_latency_ms": 100.0, "latency_backend": lat_backend, "latency_repeats": 5,
                             "latency_fit_networks": 4}}
-    _, two = run_two_processes(spec, tmp_path)
+    run_two_processes(spec, tmp_path)
     summary = RunDir(tmp_path / "two").read_json("search_summary.json")
     assert summary["data_parallel"]["max_arch_difference_between_ranks"] == 0.0
     assert summary["constraints"]["met"] and summary["latency_constraint"]["meets_limit"]

@@ -113,6 +113,7 @@ class Orchestrator:
         for cb in self.callbacks:
             self.pm.register(cb, name=f"callback:{cb.name}:{id(cb)}")
         t_start = time.perf_counter()
+        completed = False
         try:
             self._start()
             self._stage("search", self.search)
@@ -127,10 +128,13 @@ class Orchestrator:
             result = self._result(time.perf_counter() - t_start)
             self.run_dir.write_json("result.json", result)
             self.run_dir.set_status("completed", finished=_now())
+            completed = True
             ctx.notify("dnas_run_end", status="completed", result=result)
             log(f"run completed: {self.run_dir.path}")
             return result
         except BaseException as exc:
+            if completed:  # a stop while the end was being announced: the run itself is done
+                raise
             # Ctrl-C, or SIGTERM (which `dnas run` turns into KeyboardInterrupt): stopped
             # from outside, resumable; anything else failed
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"

@@ -240,3 +240,21 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path):
     assert f"dnas run --resume {out}" in err
     status = RunDir(out).status()
     assert status["status"] == "interrupted" and "SIGTERM" in status["error"]
+
+
+def test_a_stop_after_completion_keeps_the_run_completed(tmp_path):
+    """A Ctrl-C / SIGTERM that lands while the end of a finished run is announced (a
+    slow logger upload) does not turn ``completed`` into ``interrupted``."""
+    from dnas_core.rundir import RunDir
+
+    class SlowUpload:
+        @hookimpl
+        def dnas_run_end(self, run, status, result):
+            if status == "completed":
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_manifest(_manifest(tmp_path, train={"epochs": 1}, export=None), out=tmp_path / "run",
+                     pm=get_plugin_manager(extra_plugins=[SlowUpload()]))
+    assert RunDir(tmp_path / "run").status()["status"] == "completed"
+    assert (tmp_path / "run" / "result.json").is_file()

@@ -165,17 +165,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _interrupt_on_sigterm() -> None:
-    """SIGTERM (a scheduler's or torchrun's stop) ends a run as Ctrl-C does: the run
-    directory records ``interrupted`` and the command says how to resume."""
+    """SIGTERM (a scheduler's or torchrun's stop) and SIGHUP (the terminal went away)
+    end a run as Ctrl-C does: the run directory records ``interrupted`` and the command
+    says how to resume."""
     import signal
 
     def stop(signum, frame):
-        # once: a second SIGTERM (a scheduler signalling every process while torchrun
+        # once: a second signal (a scheduler signalling every process while torchrun
         # passes its own on) must not cut short the cleanup that records the stop
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
 
 
 def _run_guarded(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -198,7 +201,11 @@ def _run_guarded(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         else:
             from . import distributed
 
-            if distributed.is_main():  # the data-parallel followers stop quietly
+            done = getattr(exc, "completed_run_dir", None)
+            if done:
+                print(f"dnas: interrupted after the run completed ({done}: result.json is written; callbacks "
+                      "may not have finished)", file=sys.stderr)
+            elif distributed.is_main():  # the data-parallel followers stop quietly
                 run_dir = getattr(exc, "run_dir", None) or "RUN_DIR"
                 nproc = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
                 again = f" --nproc {nproc}" if nproc > 1 else ""
@@ -218,6 +225,8 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from . import distributed
         from .orchestrator import resume_run, run_manifest
 
+        if args.nproc is not None and args.nproc < 1:
+            parser.error(f"run: --nproc must be at least 1 (got {args.nproc})")
         if args.resume and args.manifest:
             parser.error("run: give either a manifest or --resume RUN_DIR, not both")
         if not args.resume and not args.manifest:

@@ -391,7 +391,9 @@ def _supervise(child: subprocess.Popen) -> tuple[int, bool]:
     def forward(signum, frame):
         nonlocal signalled
         signalled = True
-        child.send_signal(signum)
+        # torchrun stops its workers with the signal it got: a SIGHUP goes on as SIGTERM,
+        # the stop every worker records
+        child.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:

@@ -117,7 +117,7 @@ class Orchestrator:
         try:
             self._start()
             self._stage("search", self.search)
-            distributed.shutdown()  # a resumed run whose search had finished: leave here
+            self._leave_group()  # a resumed run whose search had finished: leave here
             if not distributed.is_main():
                 return {}
             self._stage("derive", self.derive)
@@ -134,6 +134,7 @@ class Orchestrator:
             return result
         except BaseException as exc:
             if completed:  # a stop while the end was being announced: the run itself is done
+                exc.completed_run_dir = str(self.run_dir.path)
                 raise
             # Ctrl-C, or SIGTERM (which `dnas run` turns into KeyboardInterrupt): stopped
             # from outside, resumable; anything else failed
@@ -153,12 +154,23 @@ class Orchestrator:
                 self.pm.unregister(cb)
                 cb.close()
 
+    _threads_alone: int | None = None
+
+    def _leave_group(self) -> None:
+        """Data-parallel: every rank leaves the group; rank 0, alone from here on, takes
+        back the CPU threads it shared with the others."""
+        distributed.shutdown()
+        if self._threads_alone is not None and distributed.is_main():
+            torch.set_num_threads(self._threads_alone)
+            self._threads_alone = None
+
     def _start(self) -> None:
         ctx = self.ctx
         with self._name_errors("run start"):
             ctx.backend.setup()
             if distributed.is_distributed() and ctx.device.type == "cpu":
-                torch.set_num_threads(distributed.local_threads(torch.get_num_threads()))
+                self._threads_alone = torch.get_num_threads()  # rank 0's again once the others have gone
+                torch.set_num_threads(distributed.local_threads(self._threads_alone))
             seed_everything(self.manifest.seed)
             ctx.space.check_task(ctx.task)
             data = ctx.data  # load now so that data errors surface before any training
@@ -259,7 +271,7 @@ class Orchestrator:
         # Data-parallel: the ranks are in step here, the last moment they are. They leave
         # the group together; the followers stop and rank 0 goes on alone (its constraint
         # check may build a latency table, which must not wait for the others).
-        distributed.shutdown()
+        self._leave_group()
         if not distributed.is_main():
             return {}
         if outcome.genotype is None:

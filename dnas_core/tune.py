@@ -335,7 +335,17 @@ class _Objective:
         retried = retried_from(trial)
         if retried is not None:
             previous = self.study_dir / "trials" / f"trial-{retried:04d}"
-            if RunDir(previous).exists("manifest.yaml") and RunDir(previous).status().get("status") != "completed":
+            status = RunDir(previous).status().get("status") if RunDir(previous).exists("manifest.yaml") else None
+            if status == "completed" and RunDir(previous).exists("result.json"):
+                # stopped after its run had finished (while the run announced its end):
+                # the result stands, nothing to train again
+                log(f"[tune] trial {trial.number} retries trial {retried}, whose run completed: {previous}")
+                trial.set_user_attr("run_dir", str(previous))
+                values = run_values(previous, RunDir(previous).read_json("result.json"))
+                trial.set_user_attr("values", values)
+                out_values = objective_values(cfg, values)
+                return out_values[0] if len(out_values) == 1 else out_values
+            if status is not None and status != "completed":
                 log(f"[tune] trial {trial.number} retries trial {retried}: resuming {previous}")
                 orch = Orchestrator.resume(previous, self.pm)
         if orch is None:

@@ -210,9 +210,11 @@ def test_csv_logger_replaces_replayed_epochs(tmp_path):
         ("search", "0", "1.0"), ("search", "1", "0.5"), ("search", "2", "0.5"), ("retrain", "0", "0.1")]
 
 
-def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path):
-    """A scheduler's SIGTERM: the run records ``interrupted``, the command exits 130 and
-    names the resume command with the run directory."""
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path, signame):
+    """A scheduler's SIGTERM, or a SIGHUP (the terminal went away): the run records
+    ``interrupted``, the command exits 130 and names the resume command with the run
+    directory."""
     import os
     import signal
     import subprocess
@@ -231,7 +233,7 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path):
         while not ((out / "metrics.jsonl").exists() and RunDir(out).metrics()):
             assert proc.poll() is None and time.time() < deadline, "the run never logged an epoch"
             time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(getattr(signal, signame))
         err = proc.communicate(timeout=60)[1].decode()
     finally:
         if proc.poll() is None:
@@ -239,7 +241,7 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert f"dnas run --resume {out}" in err
     status = RunDir(out).status()
-    assert status["status"] == "interrupted" and "SIGTERM" in status["error"]
+    assert status["status"] == "interrupted" and signame in status["error"]
 
 
 def test_a_stop_after_completion_keeps_the_run_completed(tmp_path):

@@ -169,6 +169,38 @@ def test_a_trial_interrupted_with_ctrl_c_is_retried_by_the_next_start(tmp_path, 
     assert tune(m, study_dir=str(sdir), report=False, pm=pm)["trials"] == 2
 
 
+class _CtrlCAtRunEnd:
+    """A Ctrl-C while the first trial's finished run announces its end."""
+
+    @hookimpl
+    def dnas_run_end(self, run, status, result):
+        if status == "completed":
+            raise KeyboardInterrupt
+
+
+def test_a_trial_stopped_after_its_run_completed_is_not_trained_again(tmp_path, pm):
+    """Its retry reads the finished run's result instead of training a new run."""
+    m = manifest(tmp_path, n_trials=1)
+    sdir = tmp_path / "study"
+    stop = _CtrlCAtRunEnd()
+    pm.register(stop, name="test-ctrl-c-at-end")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            tune(m, study_dir=str(sdir), report=False, pm=pm)
+    finally:
+        pm.unregister(stop)
+    run0 = sdir / "trials" / "trial-0000"
+    assert RunDir(run0).status()["status"] == "completed"
+
+    tune(m, study_dir=str(sdir), report=False, pm=pm)
+
+    trials = load(str(sdir / "journal.log")).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].user_attrs["run_dir"] == str(run0)
+    assert not (sdir / "trials" / "trial-0001").exists()  # nothing trained again
+    assert trials[1].value is not None and trials[1].user_attrs["values"]
+
+
 def test_a_running_trial_of_a_dead_local_worker_is_failed_and_retried(tmp_path):
     from dnas_core.tune import recover_interrupted
 

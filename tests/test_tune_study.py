@@ -134,6 +134,20 @@ def test_killed_workers_trial_is_retried_and_resumes_its_run(tmp_path, pm):
     assert retry.value == pytest.approx(last["val_accuracy"])
 
 
+def _tune_stopped_by(plugin, tmp_path, pm):
+    """A one-trial study whose first start ``plugin`` stops with a KeyboardInterrupt:
+    the manifest and the study folder."""
+    m = manifest(tmp_path, n_trials=1)
+    sdir = tmp_path / "study"
+    pm.register(plugin, name=f"test-stop:{id(plugin)}")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            tune(m, study_dir=str(sdir), report=False, pm=pm)
+    finally:
+        pm.unregister(plugin)
+    return m, sdir
+
+
 class _CtrlCAtEpoch1:
     """A user pressing Ctrl-C during search epoch 1 of the first trial."""
 
@@ -146,15 +160,7 @@ class _CtrlCAtEpoch1:
 def test_a_trial_interrupted_with_ctrl_c_is_retried_by_the_next_start(tmp_path, pm):
     """Optuna marks an interrupted trial FAIL, which used to cost a trial of the budget
     and abandon its checkpointed run; running the same command again now finishes it."""
-    m = manifest(tmp_path, n_trials=1)
-    sdir = tmp_path / "study"
-    ctrl_c = _CtrlCAtEpoch1()
-    pm.register(ctrl_c, name="test-ctrl-c")
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            tune(m, study_dir=str(sdir), report=False, pm=pm)
-    finally:
-        pm.unregister(ctrl_c)
+    m, sdir = _tune_stopped_by(_CtrlCAtEpoch1(), tmp_path, pm)
     run0 = sdir / "trials" / "trial-0000"
     assert RunDir(run0).load_checkpoint("search")["epoch"] == 0
 
@@ -180,15 +186,7 @@ class _CtrlCAtRunEnd:
 
 def test_a_trial_stopped_after_its_run_completed_is_not_trained_again(tmp_path, pm):
     """Its retry reads the finished run's result instead of training a new run."""
-    m = manifest(tmp_path, n_trials=1)
-    sdir = tmp_path / "study"
-    stop = _CtrlCAtRunEnd()
-    pm.register(stop, name="test-ctrl-c-at-end")
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            tune(m, study_dir=str(sdir), report=False, pm=pm)
-    finally:
-        pm.unregister(stop)
+    m, sdir = _tune_stopped_by(_CtrlCAtRunEnd(), tmp_path, pm)
     run0 = sdir / "trials" / "trial-0000"
     assert RunDir(run0).status()["status"] == "completed"
 

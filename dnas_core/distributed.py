@@ -181,7 +181,8 @@ def sync_gradients(params: Iterable[nn.Parameter], share: float) -> None:
     params = [p for p in params if p.requires_grad or p.grad is not None]
     if not params:
         return
-    has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=params[0].device)
+    # host-side flags through gloo: no device round trip per step on a GPU
+    has = _for_collective(torch.tensor([p.grad is not None for p in params], dtype=torch.float32))
     dist.all_reduce(has, op=dist.ReduceOp.MAX)
     params = [p for p, h in zip(params, has.tolist(), strict=True) if h]
     if not params:
@@ -206,8 +207,7 @@ def all_ranks(flag: bool) -> bool:
     be the same everywhere, such as skipping a step, is taken on all of them."""
     if not is_distributed():
         return flag
-    t = torch.tensor([1.0 if flag else 0.0])
-    t = _for_collective(t)
+    t = _for_collective(torch.tensor([1.0 if flag else 0.0]))
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item() > 0)
 
@@ -215,8 +215,7 @@ def all_ranks(flag: bool) -> bool:
 def sum_over_ranks(values: Sequence[float]) -> list[float]:
     if not is_distributed():
         return list(values)
-    t = torch.tensor(list(values), dtype=torch.float64)
-    t = _for_collective(t)
+    t = _for_collective(torch.tensor(list(values), dtype=torch.float64))
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.cpu().tolist()
 
@@ -226,8 +225,7 @@ def max_rank_difference(tensors: Sequence[torch.Tensor]) -> float:
     (0.0 when the ranks agree exactly, or outside data-parallel runs)."""
     if not is_distributed() or not tensors:
         return 0.0
-    flat = torch.cat([t.detach().reshape(-1).float() for t in tensors])
-    flat = _for_collective(flat)
+    flat = _for_collective(torch.cat([t.detach().reshape(-1).float() for t in tensors]))
     gathered = [torch.empty_like(flat) for _ in range(world_size())]
     dist.all_gather(gathered, flat)
     return max(float((g - gathered[0]).abs().max()) for g in gathered)

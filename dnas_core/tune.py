@@ -341,10 +341,7 @@ class _Objective:
                 # the result stands, nothing to train again
                 log(f"[tune] trial {trial.number} retries trial {retried}, whose run completed: {previous}")
                 trial.set_user_attr("run_dir", str(previous))
-                values = run_values(previous, RunDir(previous).read_json("result.json"))
-                trial.set_user_attr("values", values)
-                out_values = objective_values(cfg, values)
-                return out_values[0] if len(out_values) == 1 else out_values
+                return self._trial_value(trial, previous, RunDir(previous).read_json("result.json"))
             if status is not None and status != "completed":
                 log(f"[tune] trial {trial.number} retries trial {retried}: resuming {previous}")
                 orch = Orchestrator.resume(previous, self.pm)
@@ -376,9 +373,13 @@ class _Objective:
             raise
         finally:
             self.pm.unregister(reporter)
+        return self._trial_value(trial, run_dir, result)
+
+    def _trial_value(self, trial: optuna.Trial, run_dir: Path, result: dict[str, Any]) -> float | list[float]:
+        """The objective value(s) of a finished run; its figures go to the trial too."""
         values = run_values(run_dir, result)
         trial.set_user_attr("values", values)
-        out_values = objective_values(cfg, values)
+        out_values = objective_values(self.cfg, values)
         return out_values[0] if len(out_values) == 1 else out_values
 
 

@@ -130,9 +130,9 @@ class CUDABackend(Backend):
             return d
         if requested_world_size() > 1:
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        worker = os.environ.get("DNAS_TUNE_WORKER")
-        if worker is not None and worker.isdigit() and torch.cuda.device_count() > 1:
-            return torch.device("cuda", int(worker) % torch.cuda.device_count())
+        worker = os.environ.get("DNAS_TUNE_WORKER", "")
+        if worker.isdigit() and (gpus := torch.cuda.device_count()) > 1:
+            return torch.device("cuda", int(worker) % gpus)
         return torch.device("cuda", 0)
 
     def _dtype(self) -> torch.dtype | None:

@@ -79,7 +79,7 @@ def unrolled_arch_grads(
         # 1. Virtual step w' = w - xi * (g + momentum * v + wd * w).
         _requires_grad(arch, False)
         g = torch.autograd.grad(_train_loss(net, batch_w, loss_fn, backend), weights, allow_unused=True)
-        g = ddp.average([torch.zeros_like(p) if gi is None else gi for p, gi in zip(weights, g, strict=True)], share_w)
+        g = ddp.average(_or_zeros(g, weights), share_w)
         _requires_grad(arch, True)
         with torch.no_grad():
             for i, p in enumerate(weights):
@@ -92,9 +92,8 @@ def unrolled_arch_grads(
         # 2. Validation loss at w' (with the strategy's regulariser): grads wrt a and w'.
         loss = strategy.arch_loss(net, *batch_a, loss_fn, backend)
         grads = torch.autograd.grad(loss, [*arch, *weights], allow_unused=True)
-        d_arch = [torch.zeros_like(a) if gr is None else gr for a, gr in zip(arch, grads[: len(arch)], strict=True)]
-        d_w = ddp.average([torch.zeros_like(p) if gr is None else gr
-                           for p, gr in zip(weights, grads[len(arch):], strict=True)], share_a)
+        d_arch = _or_zeros(grads[: len(arch)], arch)
+        d_w = ddp.average(_or_zeros(grads[len(arch):], weights), share_a)
         # 3. Finite-difference Hessian-vector product around the original weights, in
         # full fp32: the probe moves each weight by ~eps / sqrt(#weights), far below the
         # rounding step of bf16 or TF32, which would leave only rounding noise to divide
@@ -108,7 +107,7 @@ def unrolled_arch_grads(
                     p.copy_(w0).add_(d, alpha=float(sign * eps))
             with _no_tf32():
                 ga = torch.autograd.grad(_train_loss(net, batch_w, loss_fn, _NoBackend()), arch, allow_unused=True)
-            ga = [torch.zeros_like(a) if x is None else x for a, x in zip(arch, ga, strict=True)]
+            ga = _or_zeros(ga, arch)
             hv = ga if not hv else [h - x for h, x in zip(hv, ga, strict=True)]
         # hv is this rank's training-batch term: weighted by share_w in the global sum,
         # which the pre-step hook forms with share_a
@@ -119,6 +118,12 @@ def unrolled_arch_grads(
         with torch.no_grad():
             for p, w0 in zip(weights, saved, strict=True):
                 p.copy_(w0)
+
+
+def _or_zeros(grads: Any, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``autograd.grad(..., allow_unused=True)``'s result with zeros for the ``None`` of
+    parameters the loss does not reach."""
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
 
 
 @contextlib.contextmanager

@@ -62,9 +62,11 @@ def search_once(label: str, strategy: dict, seed: int, args: argparse.Namespace,
         "name": "transfer-" + "".join(c if c.isalnum() else "-" for c in label) + f"-{seed}",
         "seed": seed,
         "task": {"type": "fashion_mnist", "limit_train": args.limit_train, "limit_test": 100, "val_fraction": 0.5,
-                 "path": str(args.data / "vision" / "fashion-mnist")},
+                 "path": str(args.data / "vision" / "fashion-mnist"),
+                 **({"augment": {"crop_padding": args.crop_padding, "flip": args.flip}} if args.augment != "none" else {})},
         "space": {"type": "nb201", "C": args.C, "N": args.N},
-        "strategy": {**strategy, "epochs": args.epochs, "batch_size": args.batch_size, "eval_supernet": False},
+        "strategy": {**strategy, "epochs": args.epochs, "batch_size": args.batch_size, "eval_supernet": False,
+                     **({"augment": args.augment} if args.augment != "none" else {})},
         # A rare non-finite step is skipped (and counted) instead of failing the search.
         "train": {"epochs": 0, "divergence": "skip_step"},
         "backend": {"type": "cpu", "threads": args.threads},
@@ -105,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--C", type=int, default=8, help="supernet width (NAS-Bench-201: 16)")
     ap.add_argument("--N", type=int, default=1, help="cells per stage (NAS-Bench-201: 5)")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--augment", choices=["none", "weights", "both"], default="both",
+                    help="strategy.augment: the task augmentation (random crop after padding, flip) on the search batches "
+                         "of the weight step (weights) or of both steps (both, as DARTS's reference search)")
+    ap.add_argument("--crop-padding", type=int, default=4, help="random crop after zero-padding by this many pixels")
+    ap.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True, help="random horizontal flip")
     ap.add_argument("--threads", type=int, default=2, help="torch threads per search")
     ap.add_argument("--jobs", type=int, default=1,
                     help="searches run at once, each in its own process (e.g. --jobs 2 --threads 1 on 2 cores)")
@@ -190,7 +197,10 @@ def report(records: dict[str, list[dict]], args: argparse.Namespace, table, wall
     random_mean = float(table.acc[:, 0].mean())
     n_seeds = max(len(v) for v in records.values())
     header = (f"NAS-Bench-201 transfer: search on Fashion-MNIST ({args.limit_train} images, {args.epochs} epochs, "
-              f"C={args.C}, N={args.N}, batch {args.batch_size}, {args.threads} thread(s) per search"
+              f"C={args.C}, N={args.N}, batch {args.batch_size}, "
+              + (f"augmented ({args.augment}: crop pad {args.crop_padding}{', flip' if args.flip else ''}), "
+                 if args.augment != "none" else "no augmentation, ")
+              + f"{args.threads} thread(s) per search"
               + (f", {args.jobs} searches at a time" if args.jobs > 1 else "") + f"), {n_seeds} seed(s); "
               "table accuracy (%) of the derived cell, mean +- std over seeds")
     lines = [header, "",

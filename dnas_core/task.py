@@ -103,8 +103,16 @@ class Task(Component):
         raise NotImplementedError
 
     def augment(self, inputs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Training-time augmentation of a batch (already on the device). Identity by default."""
+        """Training-time augmentation of a batch, drawing its randomness from ``generator``
+        (a CPU generator). The batch is on the device when retraining and on the host in
+        a search (the global batch, before it is split over processes); return it on the
+        same device and in the same memory format. Identity by default."""
         return inputs
+
+    def has_augmentation(self) -> bool:
+        """Whether :meth:`augment` changes batches (as configured). A search with
+        ``strategy.augment`` needs it."""
+        return type(self).augment is not Task.augment
 
     # -- objective ------------------------------------------------------------------
     def loss_fn(self) -> nn.Module:

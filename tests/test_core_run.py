@@ -128,8 +128,11 @@ class _Interrupt:
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ref")
-    sections = dict(strategy={"type": "darts", "epochs": 2, "batch_size": 32}, train={"epochs": 2, "batch_size": 64},
-                    export=None)
+    # augmented search and retraining: the augmentation's randomness must resume too
+    sections = dict(strategy={"type": "darts", "epochs": 2, "batch_size": 32, "augment": "both"},
+                    task={"type": "digits", "limit_train": 300, "limit_test": 100,
+                          "augment": {"crop_padding": 1, "flip": True, "cutout": 2}},
+                    train={"epochs": 2, "batch_size": 64}, export=None)
     manifest = _manifest(tmp, **sections)
     return manifest, run_manifest(manifest, out=tmp / "ref")[1]
 

@@ -105,10 +105,10 @@ class _NoAutocast:
 
 def test_second_order_hypergradient_matches_exact_unrolled_gradient(digits) -> None:
     """The finite-difference Hessian-vector product gives d/da L_val(w - xi grad_w L_train(w, a), a)."""
+    from dnas_plugins.strategies.darts import unrolled_arch_grads
     from torch.func import functional_call
 
     from dnas_core import get_plugin_manager
-    from dnas_plugins.strategies.darts import unrolled_arch_grads
 
     torch.manual_seed(0)
     net = _space(C=2).build_supernet(digits).double().train()
@@ -180,8 +180,9 @@ def test_gdas_arch_step_survives_a_cell_cut_off_from_its_input(digits) -> None:
     """Gumbel-max can draw ``none`` on every edge into the output node: the sampled
     network's loss then does not depend on the logits (nor, in the architecture step, on
     anything that requires a gradient). That step changes nothing instead of failing."""
-    from dnas_core import get_plugin_manager
     from dnas_search_spaces.nb201 import OPS
+
+    from dnas_core import get_plugin_manager
 
     strategy = get_plugin_manager().registries.strategies.create("gdas", {"epochs": 1})
     torch.manual_seed(0)
@@ -522,8 +523,9 @@ def test_path_sampling_supernets_are_prepared_eager(strategy, eager, tmp_path, m
     branches on every sampled path: the strategy prepares it inside ``backend.eager()``."""
     import contextlib
 
-    from dnas_core.orchestrator import run_manifest
     from dnas_plugins.backends.torch_devices import CPUBackend
+
+    from dnas_core.orchestrator import run_manifest
 
     state = {"eager": False}
     prepared: list[tuple[str, bool]] = []
@@ -550,3 +552,75 @@ def test_path_sampling_supernets_are_prepared_eager(strategy, eager, tmp_path, m
     path.write_text(yaml.safe_dump(m))
     run_manifest(path, out=tmp_path / "run")
     assert prepared[0][1] is eager  # the supernet, built first
+
+
+# -- search-time augmentation -------------------------------------------------------------------
+
+
+def test_search_augments_the_batches_it_is_told_to(tmp_path, monkeypatch) -> None:
+    """``strategy.augment`` passes the weight step's batches (``weights``) and also the
+    architecture step's (``both``) through the task's augmentation, and the steps
+    compute on exactly the images it returned."""
+    from dnas_plugins.strategies.darts import DARTS
+    from dnas_tasks.vision.tasks import ImageTask
+
+    from dnas_core.orchestrator import run_manifest
+
+    augmented: list[torch.Tensor] = []
+    seen: dict[str, list[torch.Tensor]] = {"arch": [], "weights": []}
+    plain_augment, plain_arch, plain_weight = ImageTask.augment, DARTS.arch_step, DARTS.weight_step
+
+    def augment(self, inputs, generator):
+        out = plain_augment(self, inputs, generator)
+        augmented.append(out.clone())
+        return out
+
+    def arch_step(self, net, batch_a, batch_w, *args):
+        seen["arch"].append(batch_a[0].clone())
+        return plain_arch(self, net, batch_a, batch_w, *args)
+
+    def weight_step(self, net, batch_w, *args):
+        seen["weights"].append(batch_w[0].clone())
+        return plain_weight(self, net, batch_w, *args)
+
+    monkeypatch.setattr(ImageTask, "augment", augment)
+    monkeypatch.setattr(DARTS, "arch_step", arch_step)
+    monkeypatch.setattr(DARTS, "weight_step", weight_step)
+
+    def was_augmented(x: torch.Tensor) -> bool:
+        return any(a.shape == x.shape and torch.equal(a, x) for a in augmented)
+
+    for augment_setting, expect in [("none", {"arch": False, "weights": False}),
+                                    ("weights", {"arch": False, "weights": True}),
+                                    ("both", {"arch": True, "weights": True})]:
+        augmented.clear()
+        seen["arch"].clear()
+        seen["weights"].clear()
+        m = _tiny({"type": "darts", "epochs": 2, "batch_size": 10, "augment": augment_setting})
+        m["task"].update(val_fraction=0.5, augment={"crop_padding": 2, "flip": True})
+        m["train"]["epochs"], m["export"] = 0, None
+        path = tmp_path / f"{augment_setting}.yaml"
+        path.write_text(yaml.safe_dump(m))
+        run_manifest(path, out=tmp_path / augment_setting)
+        # 2 epochs of 3 batches of 10 (the 30 images of the weight half), one arch step each
+        assert len(seen["arch"]) == len(seen["weights"]) == 6
+        assert len(augmented) == sum(expect.values()) * 6, augment_setting
+        for step, wanted in expect.items():
+            assert [was_augmented(x) for x in seen[step]] == [wanted] * 6, (augment_setting, step)
+
+
+def test_search_augmentation_needs_a_task_that_augments(tmp_path) -> None:
+    """A task without augmentation, or an image task with all of it switched off, is a
+    clear error rather than a search on raw batches."""
+    from dnas_core import IncompatibleError
+    from dnas_core.orchestrator import run_manifest
+
+    cases = [(tiny_manifest(task={"type": "breast_cancer"}, space={"type": "tabular_mlp"},
+                            strategy={"type": "darts", "epochs": 1, "augment": "both"}), "applies none, or set"),
+             (_tiny({"type": "darts", "augment": "weights"}), "turn it on with task.augment")]
+    for i, (m, message) in enumerate(cases):
+        path = tmp_path / f"m{i}.yaml"
+        path.write_text(yaml.safe_dump(m))
+        with pytest.raises(IncompatibleError, match=message) as err:
+            run_manifest(path, out=tmp_path / f"run{i}")
+        assert "strategy.augment" in str(err.value)

@@ -89,8 +89,9 @@ def net_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("strategy", [
     # GDAS trains only the sampled operations: the others have no gradient, and the
     # optimiser must skip them on every rank as one process does (no weight decay or
-    # momentum applied to a zero gradient)
-    {"type": "gdas", "epochs": 2, "batch_size": 32, "arch_lr": 0.05},
+    # momentum applied to a zero gradient); its search batches are augmented, and the
+    # processes must see the images one process sees
+    {"type": "gdas", "epochs": 2, "batch_size": 32, "arch_lr": 0.05, "augment": "both"},
     # second order: the virtual step and the finite-difference direction use the
     # gradients of the global batch
     {"type": "darts", "order": "second", "epochs": 2, "batch_size": 32, "arch_lr": 0.05},
@@ -98,7 +99,8 @@ def net_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
 def test_two_processes_match_one_process_for_sampling_and_second_order(strategy, tmp_path, pm):
     # NCHW on both sides: second-order DARTS amplifies the rounding differences
     # between memory formats, which is not what this test is about
-    spec = {**MANIFEST, "strategy": strategy, "backend": {"type": "cpu", "threads": 1, "channels_last": False},
+    task = {**MANIFEST["task"], **({"augment": {"crop_padding": 1, "flip": True}} if strategy.get("augment") else {})}
+    spec = {**MANIFEST, "task": task, "strategy": strategy, "backend": {"type": "cpu", "threads": 1, "channels_last": False},
             "train": {"epochs": 1}}
     m, two = run_two_processes(spec, tmp_path)
     one_dir, one = run_manifest(m, out=tmp_path / "one", pm=pm)

@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Literal, Optional
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from dnas_core import ComponentConfig, IncompatibleError, MixWeights, RunFailed, SearchOutcome, Strategy
+from dnas_core import ComponentConfig, IncompatibleError, MixWeights, RunFailed, SearchOutcome, Strategy, Task
 from dnas_core import distributed as ddp
 from dnas_core import runstore
 from dnas_core.constraints import SupernetConstraint
@@ -63,6 +63,10 @@ class DifferentiableConfig(ComponentConfig):
     arch_beta1: float = Field(0.5, ge=0, lt=1)
     arch_beta2: float = Field(0.999, ge=0, lt=1)
     warmup_epochs: int = Field(0, ge=0, description="epochs of weight-only training before architecture updates")
+    augment: Literal["none", "weights", "both"] = Field(
+        "none", description="apply the task's training augmentation (task.augment, e.g. image crop/flip/cutout) to "
+        "the search batches: 'weights' to the weight step's, 'both' also to the architecture step's, as DARTS's "
+        "reference search does (it splits an augmented training set in two); 'none' searches on raw batches")
     eval_supernet: bool = Field(True, description="evaluate the supernet on the validation split every epoch")
     sync_batch_norm: bool = Field(
         True, description="data-parallel runs (--nproc): batch norm with the statistics of the global batch, so "
@@ -244,6 +248,11 @@ class DifferentiableStrategy(Strategy):
         cfg = self.config
         task, space, backend = run.task, run.space, run.backend
         data, device, seed = run.data, run.device, run.seed
+        if cfg.augment != "none" and not task.has_augmentation():
+            raise IncompatibleError(
+                f"strategy.augment: {cfg.augment!r} needs a task with training augmentation; task {task.name!r} "
+                "applies none" + (" (turn it on with task.augment: crop_padding, flip or cutout)"
+                                  if type(task).augment is not Task.augment else "") + ", or set strategy.augment: none")
         torch.manual_seed(derive_seed(seed, "search", "init"))
         # A supernet that computes only sampled paths branches in Python on each sample:
         # compiled, it would recompile on every new path until dynamo gives up.
@@ -312,6 +321,7 @@ class DifferentiableStrategy(Strategy):
                 start_epoch(train, epoch)  # per-epoch training data (e.g. fresh recsys negatives)
                 torch.manual_seed(derive_seed(seed, "search", "torch", epoch))
                 gen = torch_generator(seed, "search", "w", epoch)
+                aug_gen = torch_generator(seed, "search", "augment", epoch)
                 # global batches stay on the host; each rank moves its own slice (shard_batch)
                 val_batches = cycle_batches(val, cfg.batch_size, seed, "search", "a", epoch)
                 net.train()
@@ -319,11 +329,16 @@ class DifferentiableStrategy(Strategy):
                 has_accuracy = False
                 for batch in iterate_batches(train, cfg.batch_size, shuffle=True, generator=gen,
                                              drop_last=len(train) > cfg.batch_size):
+                    if cfg.augment != "none":  # the global batch, on the host: the same images for any --nproc
+                        batch = (task.augment(batch[0], aug_gen), batch[1])
                     (xw, yw), self._share_w = ddp.shard_batch(batch, device)  # this rank's slice of the global batch
                     # data-parallel: batch norm over the global batch (unless sync_batch_norm is off)
                     with ddp.global_batch_norm() if cfg.sync_batch_norm else contextlib.nullcontext():
                         if epoch >= cfg.warmup_epochs:
-                            batch_a, self._share_a = ddp.shard_batch(next(val_batches), device)
+                            batch_a = next(val_batches)
+                            if cfg.augment == "both":
+                                batch_a = (task.augment(batch_a[0], aug_gen), batch_a[1])
+                            batch_a, self._share_a = ddp.shard_batch(batch_a, device)
                             a_loss = self.arch_step(net, batch_a, (xw, yw), loss_fn, a_opt, w_opt, backend)
                             if a_loss == a_loss:  # NaN: the divergence guard skipped the step
                                 arch_total += self._share_a * a_loss

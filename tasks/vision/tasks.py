@@ -98,10 +98,17 @@ class ImageTask(Task):
     def make_head(self, channels: int) -> nn.Module:
         return ClassifierHead(channels, self.io_spec().num_outputs)
 
+    def has_augmentation(self) -> bool:
+        aug = self.config.augment
+        return bool(aug.crop_padding or aug.flip or aug.cutout)
+
     def augment(self, inputs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         aug = self.config.augment
-        if not (aug.crop_padding or aug.flip or aug.cutout):
+        if not self.has_augmentation():
             return inputs
+        # keep the caller's memory format (the backend chose it)
+        fmt = (torch.channels_last if not inputs.is_contiguous() and inputs.is_contiguous(memory_format=torch.channels_last)
+               else torch.contiguous_format)
         n, _, h, w = inputs.shape
         g = generator
         dev = inputs.device
@@ -125,7 +132,7 @@ class ImageTask(Task):
             xs = torch.arange(w, device=dev)[None, None, :]
             mask = ((ys - cy[:, None, None]).abs() <= s // 2) & ((xs - cx[:, None, None]).abs() <= s // 2)
             inputs = inputs.masked_fill(mask[:, None], 0.0)
-        return inputs.contiguous(memory_format=torch.channels_last)
+        return inputs.contiguous(memory_format=fmt)
 
 
 class DigitsTask(ImageTask):

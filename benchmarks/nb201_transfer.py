@@ -10,9 +10,12 @@ collapse share (parameter-free operations in the derived cell) and the search ti
 next to DARTS's collapsed all-skip cell (54.30 % on CIFAR-10) and the optimum (94.37 %).
 
 The per-search budget is set by ``--epochs`` and ``--limit-train`` (and the supernet
-size ``--C``/``--N``). The defaults (20 epochs on 4,000 images, C=8, N=1) take about
-4 minutes per search on one core; the committed JSON ran them with two searches at a
-time (the full table of 10 strategies x 3 seeds in about 65 minutes):
+size ``--C``/``--N``). The search batches are augmented as in DARTS's reference search
+(``strategy.augment: both``, random crop after 4 pixels of padding and a horizontal
+flip; ``--augment none`` searches on raw batches). The defaults (20 epochs on 4,000
+images, C=8, N=1) take 3-4 minutes per search on one core; the committed JSON ran them
+with two searches at a time (the full table of 10 strategies x 3 seeds in about 67
+minutes):
 
     python benchmarks/nb201_transfer.py --quick          # smoke run, < 1 minute
     python benchmarks/nb201_transfer.py --jobs 2 --threads 1

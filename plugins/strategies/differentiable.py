@@ -249,10 +249,11 @@ class DifferentiableStrategy(Strategy):
         task, space, backend = run.task, run.space, run.backend
         data, device, seed = run.data, run.device, run.seed
         if cfg.augment != "none" and not task.has_augmentation():
+            # Task.has_augmentation: whether the task's class augments at all (its config may switch it off)
             raise IncompatibleError(
                 f"strategy.augment: {cfg.augment!r} needs a task with training augmentation; task {task.name!r} "
                 "applies none" + (" (turn it on with task.augment: crop_padding, flip or cutout)"
-                                  if type(task).augment is not Task.augment else "") + ", or set strategy.augment: none")
+                                  if Task.has_augmentation(task) else "") + ", or set strategy.augment: none")
         torch.manual_seed(derive_seed(seed, "search", "init"))
         # A supernet that computes only sampled paths branches in Python on each sample:
         # compiled, it would recompile on every new path until dynamo gives up.

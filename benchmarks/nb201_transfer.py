@@ -69,7 +69,8 @@ def search_once(label: str, strategy: dict, seed: int, args: argparse.Namespace,
                  **({"augment": {"crop_padding": args.crop_padding, "flip": args.flip}} if args.augment != "none" else {})},
         "space": {"type": "nb201", "C": args.C, "N": args.N},
         "strategy": {**strategy, "epochs": args.epochs, "batch_size": args.batch_size, "eval_supernet": False,
-                     **({"augment": args.augment} if args.augment != "none" else {})},
+                     **({"augment": args.augment} if args.augment != "none" else {}),
+                     **({"selection": "perturbation"} if uses_perturbation(strategy, args) else {})},
         # A rare non-finite step is skipped (and counted) instead of failing the search.
         "train": {"epochs": 0, "divergence": "skip_step"},
         "backend": {"type": "cpu", "threads": args.threads},
@@ -94,7 +95,19 @@ def search_once(label: str, strategy: dict, seed: int, args: argparse.Namespace,
     return {"seed": seed, "arch": acc.arch, "cifar10": acc.cifar10, "cifar100": acc.cifar100,
             "imagenet16": acc.imagenet16, "cifar10_top_percent": table.percentile(acc.cifar10),
             **{k.split("/")[1]: v for k, v in collapse_metrics(g).items()},
-            "search_seconds": round(seconds, 2), "skipped_steps": skipped, "early_stop": summary.get("early_stop")}
+            "search_seconds": round(seconds, 2), "skipped_steps": skipped, "early_stop": summary.get("early_stop"),
+            "selection": summary.get("selection", {}).get("method", "magnitude")}
+
+
+def uses_perturbation(strategy: dict, args: argparse.Namespace) -> bool:
+    """``--selection perturbation`` applies to the strategies that mix every operation;
+    path-sampling ones (GDAS) keep magnitude selection."""
+    if args.selection != "perturbation":
+        return False
+    from dnas_core import get_plugin_manager
+
+    return not get_plugin_manager().registries.strategies.create(
+        strategy["type"], {k: v for k, v in strategy.items() if k != "type"}).samples_paths
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:
@@ -115,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                          "of the weight step (weights) or of both steps (both, as DARTS's reference search)")
     ap.add_argument("--crop-padding", type=int, default=4, help="random crop after zero-padding by this many pixels")
     ap.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True, help="random horizontal flip")
+    ap.add_argument("--selection", choices=["magnitude", "perturbation"], default="magnitude",
+                    help="strategy.selection: how the cell is read off the supernet (perturbation: DARTS-PT; "
+                         "strategies that sample paths, GDAS, keep magnitude)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads per search")
     ap.add_argument("--jobs", type=int, default=1,
                     help="searches run at once, each in its own process (e.g. --jobs 2 --threads 1 on 2 cores)")
@@ -123,12 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table", type=Path, default=None, help="NAS-Bench-201 CSV (default: <data>/nas/...)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "nb201_transfer.json")
     args = ap.parse_args(argv)
+    if args.selection == "perturbation" and args.out.name == "nb201_transfer.json":
+        args.out = args.out.with_name("nb201_transfer_pt.json")
     if args.quick:
         args.seeds, args.epochs, args.limit_train = 1, 1, 128
         if not args.strategies:
             args.strategies = ["darts (1st order)", "gdas", "beta_darts"]
-        if args.out.name == "nb201_transfer.json":
-            args.out = args.out.with_name("nb201_transfer_quick.json")
+        if args.out.name in ("nb201_transfer.json", "nb201_transfer_pt.json"):
+            args.out = args.out.with_name(args.out.stem + "_quick.json")
     args.table = args.table or args.data / "nas" / "nas-bench-201-test-accuracy.csv"
     os.environ.setdefault("DNAS_PROGRESS", "0")
     import torch
@@ -203,6 +221,7 @@ def report(records: dict[str, list[dict]], args: argparse.Namespace, table, wall
               f"C={args.C}, N={args.N}, batch {args.batch_size}, "
               + (f"augmented ({args.augment}: crop pad {args.crop_padding}{', flip' if args.flip else ''}), "
                  if args.augment != "none" else "no augmentation, ")
+              + ("perturbation selection (DARTS-PT; gdas: magnitude), " if args.selection == "perturbation" else "")
               + f"{args.threads} thread(s) per search"
               + (f", {args.jobs} searches at a time" if args.jobs > 1 else "") + f"), {n_seeds} seed(s); "
               "table accuracy (%) of the derived cell, mean +- std over seeds")

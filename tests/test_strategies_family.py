@@ -624,3 +624,84 @@ def test_search_augmentation_needs_a_task_that_augments(tmp_path) -> None:
         with pytest.raises(IncompatibleError, match=message) as err:
             run_manifest(path, out=tmp_path / f"run{i}")
         assert "strategy.augment" in str(err.value)
+
+
+# -- perturbation-based selection (DARTS-PT) ---------------------------------------------
+
+
+class TestPerturbationSelection(StrategyContract):
+    def manifest(self):
+        return _tiny({"type": "darts", "selection": "perturbation"})
+
+
+def test_weight_editor_fixes_rows_and_switches_off_one_op() -> None:
+    from dnas_plugins.strategies._selection import WeightEditor
+
+    alpha = torch.nn.Parameter(torch.randn(3, 4))
+    other = torch.nn.Parameter(torch.randn(2, 4))
+    editor = WeightEditor(lambda a: MixWeights(torch.softmax(a, dim=-1)), [alpha, other])
+    plain = torch.softmax(alpha.detach(), dim=-1)
+    assert torch.equal(editor(alpha).weights, plain)  # no edits: the strategy's weights
+    editor.fixed[(0, 1)] = 2
+    editor.off = (0, 2, 3)
+    w = editor(alpha).weights
+    assert w[1].tolist() == [0.0, 0.0, 1.0, 0.0]
+    assert w[2, 3] == 0 and torch.equal(w[2, :3], plain[2, :3])
+    assert torch.equal(w[0], plain[0])
+    assert torch.equal(editor(other).weights, torch.softmax(other.detach(), dim=-1))  # edits name their tensor
+    assert editor.seen == {0, 1}
+
+
+def test_perturbation_selection_keeps_the_op_whose_removal_hurts_most(tmp_path) -> None:
+    import json
+
+    from dnas_core.orchestrator import run_manifest
+
+    m = _tiny({"type": "darts", "epochs": 2, "selection": "perturbation", "selection_tune_epochs": 1})
+    m["train"]["epochs"], m["export"] = 0, None
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(m))
+    run_dir, result = run_manifest(path, out=tmp_path / "run")
+    summary = json.loads((run_dir / "search_summary.json").read_text())
+    sel = summary["selection"]
+    rows = summary["arch_labels"][0][1]
+    assert sel["method"] == "perturbation" and sorted(d["row"] for d in sel["decisions"]) == sorted(rows)
+    chosen = {}
+    for d in sel["decisions"]:
+        assert d["op"] == max(d["loss_rise"], key=d["loss_rise"].get)
+        # switching `none` off changes nothing: the measurement is exact and repeatable
+        assert d["loss_rise"]["none"] == 0.0
+        chosen[d["row"]] = d["op"]
+    # the derived cell is the selected one: "|op~0|+|op~0|op~1|+|..." lists edges j<-i in order
+    derived = [tok.split("~") for part in result["genotype"]["text"].split("+") for tok in part.strip("|").split("|")]
+    assert {f"{j}<-{i}": op for j, (op, i) in zip([1, 2, 2, 3, 3, 3], derived, strict=True)} == chosen
+
+
+def test_perturbation_selection_leaves_batch_norm_statistics_alone(digits) -> None:
+    from dnas_plugins.strategies._selection import _val_loss
+
+    net = _space().build_supernet(digits)
+    net.body.weight_fn = lambda a: MixWeights(torch.softmax(a, dim=-1))
+    before = [b.clone() for b in net.buffers()]
+    net.train()
+    _val_loss(net, [_batch(digits, 8, "val")], F.cross_entropy, _NoAutocast())
+    assert all(torch.equal(a, b) for a, b in zip(before, net.buffers(), strict=True))
+
+
+@pytest.mark.parametrize(("strategy", "constraints", "message"), [
+    ({"type": "gdas"}, None, "gdas samples one path per edge"),
+    ({"type": "fbnet", "hard": True}, None, "fbnet samples one path per edge"),
+    ({"type": "darts"}, {"max_latency_ms": 5.0}, "does not combine with constraints.max_latency_ms"),
+])
+def test_perturbation_selection_refuses_what_it_cannot_measure(tmp_path, strategy, constraints, message) -> None:
+    from dnas_core import IncompatibleError
+    from dnas_core.orchestrator import run_manifest
+
+    m = _tiny({**strategy, "selection": "perturbation"})
+    if constraints:
+        m["constraints"] = constraints
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(m))
+    with pytest.raises(IncompatibleError, match=message) as err:
+        run_manifest(path, out=tmp_path / "run")
+    assert "strategy.selection" in str(err.value)

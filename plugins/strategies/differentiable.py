@@ -49,6 +49,8 @@ from dnas_core.seeding import derive_seed, torch_generator
 from dnas_core.space import Network, Supernet
 from dnas_core.training import DivergenceGuard, iterate_batches, lr_at, num_batches, set_lr, start_epoch
 
+from ._selection import select_by_perturbation
+
 
 class DifferentiableConfig(ComponentConfig):
     epochs: int = Field(50, ge=1, description="search epochs")
@@ -78,6 +80,17 @@ class DifferentiableConfig(ComponentConfig):
     exclude_ops: list[str] = Field(
         default_factory=list, description="operations taken out of the search space, by name (e.g. [none]): their "
         "logits are pinned at -10,000, so they get no weight, are never sampled and are never derived")
+    selection: Literal["magnitude", "perturbation"] = Field(
+        "magnitude", description="how the operation of each edge is chosen after the search: 'magnitude' keeps the "
+        "largest architecture weight; 'perturbation' (DARTS-PT) keeps the operation whose removal from the trained "
+        "supernet raises the validation loss the most, edge by edge, tuning the weights in between")
+    selection_tune_epochs: int = Field(
+        1, ge=0, description="perturbation selection: epochs of weight training after each edge is fixed")
+    selection_lr: Optional[float] = Field(
+        None, gt=0, description="perturbation selection: weight learning rate while tuning (null: w_lr_min, "
+        "where the search's cosine schedule ended)")
+    selection_batches: Optional[int] = Field(
+        None, ge=1, description="perturbation selection: validation batches per loss measurement (null: all)")
     latency_weight: float = Field(
         1.0, ge=0, description="weight of the expected-latency penalty relu(E[latency]/max_latency_ms - 1), "
         "used when the manifest sets constraints.max_latency_ms and the space has a latency model")
@@ -254,6 +267,14 @@ class DifferentiableStrategy(Strategy):
                 f"strategy.augment: {cfg.augment!r} needs a task with training augmentation; task {task.name!r} "
                 "applies none" + (" (turn it on with task.augment: crop_padding, flip or cutout)"
                                   if Task.has_augmentation(task) else "") + ", or set strategy.augment: none")
+        if cfg.selection == "perturbation":
+            if self.samples_paths:
+                raise IncompatibleError(f"strategy.selection: perturbation needs a supernet that mixes every operation; "
+                                        f"{self.name} samples one path per edge (use selection: magnitude)")
+            if run.manifest.constraints.max_latency_ms is not None:
+                raise IncompatibleError("strategy.selection: perturbation does not combine with "
+                                        "constraints.max_latency_ms (the latency-constrained derivation picks the "
+                                        "operations); use selection: magnitude")
         torch.manual_seed(derive_seed(seed, "search", "init"))
         # A supernet that computes only sampled paths branches in Python on each sample:
         # compiled, it would recompile on every new path until dynamo gives up.
@@ -383,6 +404,9 @@ class DifferentiableStrategy(Strategy):
                                                    "stopped": stopped})
                 if stopped:
                     break
+        selection = None
+        if cfg.selection == "perturbation":  # DARTS-PT: ask the trained supernet (plugins/strategies/_selection.py)
+            selection = select_by_perturbation(self, run, net, loss_fn, w_opt, excluded)
         self.phase = "eval"
         runstore.remember_supernet(run, net)
         summary = {"epochs": cfg.epochs, "arch_weights": body.arch_snapshot(),
@@ -392,6 +416,8 @@ class DifferentiableStrategy(Strategy):
                                         "max_arch_difference_between_ranks": ddp.max_rank_difference(body.arch_parameters())}
         if stopped:
             summary["early_stop"] = stopped
+        if selection is not None:
+            summary["selection"] = selection
         outcome = SearchOutcome(supernet=net, summary=summary)
         if self._latency_constraint is not None:  # the fastest-enough likely architecture
             outcome.genotype, summary["latency_constraint"] = self._latency_constraint.derive(space, net)

@@ -705,3 +705,37 @@ def test_perturbation_selection_refuses_what_it_cannot_measure(tmp_path, strateg
     with pytest.raises(IncompatibleError, match=message) as err:
         run_manifest(path, out=tmp_path / "run")
     assert "strategy.selection" in str(err.value)
+
+
+def test_a_search_killed_during_selection_resumes_to_the_same_cell(tmp_path, monkeypatch) -> None:
+    """Selection runs after the search's last checkpoint: a kill part-way through it
+    resumes from that checkpoint and selects the same cell, edge by edge."""
+    import json
+
+    from dnas_plugins.strategies import _selection
+
+    from dnas_core.orchestrator import resume_run, run_manifest
+
+    m = _tiny({"type": "sdarts_rs", "epochs": 2, "selection": "perturbation"})  # random smoothing while tuning
+    m["train"]["epochs"], m["export"] = 0, None
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(m))
+    ref_dir, reference = run_manifest(path, out=tmp_path / "ref")
+
+    plain_tune, calls = _selection._tune_epoch, []
+
+    def tune_then_die(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # half-way: three of the six edges decided
+            raise KeyboardInterrupt
+        return plain_tune(*args, **kwargs)
+
+    monkeypatch.setattr(_selection, "_tune_epoch", tune_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_manifest(path, out=tmp_path / "cut")
+    monkeypatch.setattr(_selection, "_tune_epoch", plain_tune)
+    _, resumed = resume_run(tmp_path / "cut")
+    assert resumed["genotype"] == reference["genotype"]
+    decisions = [json.loads((d / "search_summary.json").read_text())["selection"]["decisions"]
+                 for d in (ref_dir, tmp_path / "cut")]
+    assert decisions[0] == decisions[1]

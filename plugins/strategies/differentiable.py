@@ -406,6 +406,10 @@ class DifferentiableStrategy(Strategy):
                     break
         selection = None
         if cfg.selection == "perturbation":  # DARTS-PT: ask the trained supernet (plugins/strategies/_selection.py)
+            # the schedules (DARTS-'s auxiliary skip, SDARTS's noise, ...) as the search left them,
+            # also when a resumed run skipped the loop
+            self.epoch = stopped["epoch"] if stopped else cfg.epochs - 1
+            self.on_epoch_start(self.epoch, body)
             selection = select_by_perturbation(self, run, net, loss_fn, w_opt, excluded)
         self.phase = "eval"
         runstore.remember_supernet(run, net)

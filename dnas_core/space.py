@@ -63,6 +63,14 @@ class Supernet(nn.Module):
     #: The column label of the zero operation (output all zeros) in the architecture
     #: tensors, if the space has one; strategies that search without it (Fair DARTS) use it.
     zero_op: str | None = None
+    #: Whether :meth:`Space.derive` can return ``zero_op`` (NAS-Bench-201 can; the DARTS
+    #: space, which picks each node's two strongest non-zero inputs, never does).
+    #: Perturbation selection only offers the zero op where it can be derived.
+    derives_zero_op: bool = True
+    #: Names (:meth:`arch_labels`) of architecture tensors whose rows keep a subset of
+    #: their operations rather than one (the recommendation space's interaction ops);
+    #: perturbation selection leaves those to :meth:`Space.derive`.
+    multi_choice: frozenset[str] = frozenset()
 
     def __init__(self) -> None:
         super().__init__()

@@ -652,16 +652,30 @@ def test_weight_editor_fixes_rows_and_switches_off_one_op() -> None:
     assert editor.seen == {0, 1}
 
 
-def test_perturbation_selection_keeps_the_op_whose_removal_hurts_most(tmp_path) -> None:
+def test_perturbation_selection_keeps_the_op_whose_removal_hurts_most(tmp_path, monkeypatch) -> None:
     import json
 
     from dnas_core.orchestrator import run_manifest
 
+    from dnas_plugins.strategies import _selection
+
+    plain_tune, tuned_with = _selection._tune_epoch, []
+
+    def tune(strategy, task, net, *args):
+        # the edges decided so far are one-hot in the mixture the weights train on
+        strategy.phase = "weight"
+        w = net.body.weight_fn(net.body.alpha).weights
+        tuned_with.append({r: w[r].tolist() for (_, r) in net.body.weight_fn.fixed})
+        return plain_tune(strategy, task, net, *args)
+
+    monkeypatch.setattr(_selection, "_tune_epoch", tune)
     m = _tiny({"type": "darts", "epochs": 2, "selection": "perturbation", "selection_tune_epochs": 1})
     m["train"]["epochs"], m["export"] = 0, None
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(m))
     run_dir, result = run_manifest(path, out=tmp_path / "run")
+    assert [len(t) for t in tuned_with] == [1, 2, 3, 4, 5, 6]
+    assert all(sorted(row) == [0, 0, 0, 0, 1] for t in tuned_with for row in t.values())
     summary = json.loads((run_dir / "search_summary.json").read_text())
     sel = summary["selection"]
     rows = summary["arch_labels"][0][1]
@@ -678,19 +692,22 @@ def test_perturbation_selection_keeps_the_op_whose_removal_hurts_most(tmp_path) 
 
 
 def test_perturbation_selection_leaves_batch_norm_statistics_alone(digits) -> None:
-    from dnas_plugins.strategies._selection import _val_loss
+    from dnas_plugins.strategies._selection import val_loss
 
     net = _space().build_supernet(digits)
     net.body.weight_fn = lambda a: MixWeights(torch.softmax(a, dim=-1))
     before = [b.clone() for b in net.buffers()]
     net.train()
-    _val_loss(net, [_batch(digits, 8, "val")], F.cross_entropy, _NoAutocast())
+    batches = [_batch(digits, 8, "val"), _batch(digits, 8, "val", offset=8)]
+    first = val_loss(net, batches, F.cross_entropy, torch.device("cpu"), seed=0)
     assert all(torch.equal(a, b) for a, b in zip(before, net.buffers(), strict=True))
+    assert val_loss(net, batches, F.cross_entropy, torch.device("cpu"), seed=0) == first
 
 
 @pytest.mark.parametrize(("strategy", "constraints", "message"), [
     ({"type": "gdas"}, None, "gdas samples one path per edge"),
     ({"type": "fbnet", "hard": True}, None, "fbnet samples one path per edge"),
+    ({"type": "fbnet", "hard": False}, None, "fbnet evaluates one path per edge"),
     ({"type": "darts"}, {"max_latency_ms": 5.0}, "does not combine with constraints.max_latency_ms"),
 ])
 def test_perturbation_selection_refuses_what_it_cannot_measure(tmp_path, strategy, constraints, message) -> None:
@@ -739,3 +756,50 @@ def test_a_search_killed_during_selection_resumes_to_the_same_cell(tmp_path, mon
     decisions = [json.loads((d / "search_summary.json").read_text())["selection"]["decisions"]
                  for d in (ref_dir, tmp_path / "cut")]
     assert decisions[0] == decisions[1]
+
+
+def test_perturbation_selection_in_the_darts_space_keeps_the_searched_topology(tmp_path) -> None:
+    """The DARTS space never derives ``none``, so it is no candidate; each node keeps the
+    two inputs the search's weights rank highest, each with its selected operation."""
+    import json
+
+    from dnas_search_spaces.darts.space import derive_cell
+
+    from dnas_core.orchestrator import run_manifest
+
+    m = tiny_manifest(strategy={"type": "darts", "epochs": 1, "batch_size": 16, "eval_supernet": False,
+                                "selection": "perturbation", "selection_tune_epochs": 0},
+                      task={"type": "digits", "limit_train": 64, "limit_test": 20},
+                      space={"type": "darts", "C": 4, "layers": 2})
+    m["train"]["epochs"], m["export"] = 0, None
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(m))
+    run_dir, result = run_manifest(path, out=tmp_path / "run")
+    summary = json.loads((run_dir / "search_summary.json").read_text())
+    decisions = {(d["tensor"], d["row"]): d for d in summary["selection"]["decisions"]}
+    assert len(decisions) == 28
+    assert all("none" not in d["loss_rise"] and d["op"] != "none" for d in decisions.values())
+    spec = result["genotype"]["spec"]
+    for cell in ("normal", "reduce"):
+        searched = derive_cell(torch.tensor(summary["arch_weights"][cell]))  # magnitude's choice
+        derived = [tuple(e) for e in spec[cell]]
+        # same inputs per node (the genotype lists a node's two inputs by index)
+        assert [sorted(j for _, j in derived[2 * n:2 * n + 2]) for n in range(4)] == \
+            [sorted(j for _, j in searched[2 * n:2 * n + 2]) for n in range(4)]
+        nodes = [n for n in range(4) for _ in range(2)]
+        assert [op for op, _ in derived] == [decisions[(cell, f"{n + 2}<-{j}")]["op"]
+                                             for n, (_, j) in zip(nodes, derived, strict=True)]
+
+
+def test_selection_measures_whole_batches() -> None:
+    """A last validation batch of one example joins the batch before it (batch norm in
+    training mode cannot normalise one example); no example is lost."""
+    from torch.utils.data import TensorDataset
+
+    from dnas_plugins.strategies._selection import validation_batches
+
+    data = TensorDataset(torch.arange(65.0).unsqueeze(1), torch.arange(65))
+    sizes = [y.shape[0] for _, y in validation_batches(data, 32, None)]
+    assert sizes == [32, 33]
+    assert [y.shape[0] for _, y in validation_batches(data, 30, None)] == [30, 30, 5]
+    assert [y.shape[0] for _, y in validation_batches(data, 32, 1)] == [32]

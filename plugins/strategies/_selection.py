@@ -16,12 +16,16 @@ a seeded random order:
    of the supernet adapts to the discretised edge, before the next edge.
 
 Switching off ``none`` changes nothing, so ``none`` is kept only where every other
-operation's removal lowers the loss. The architecture weights do not move during
-selection; at the end each chosen operation's logit is raised above its row, so that
-the space derives the selected operations (topology choices, such as the DARTS space's
-two inputs per node, still follow the weights' magnitudes). The loss is measured with
-batch statistics over the whole validation split (or ``selection_batches`` batches of
-it), and the batch-norm buffers are put back after each measurement.
+operation's removal lowers the loss; it is a candidate only in spaces that can derive
+it (NAS-Bench-201, not the DARTS space). Tensors whose rows keep a subset of their
+operations (``Supernet.multi_choice``) are left to the space's derive. The
+architecture weights do not move during selection; at the end each chosen operation
+swaps logits with the largest of its row's candidates, so that the space derives the
+selected operations while the row's values, by which the DARTS space picks each node's
+two inputs, stay as the search left them. The loss is measured in float32 with batch statistics
+over the whole validation split (or ``selection_batches`` batches of it), the
+batch-norm buffers are put back after each measurement, and a data-parallel run splits
+every batch over the ranks and all-reduces the sums, so all ranks decide alike.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from dnas_core import MixWeights
 from dnas_core import distributed as ddp
 from dnas_core.progress import log
 from dnas_core.seeding import derive_seed, torch_generator
-from dnas_core.training import iterate_batches, move_to, set_lr
+from dnas_core.training import iterate_batches, set_lr
 
 if TYPE_CHECKING:
     from dnas_core.space import Network
@@ -89,16 +93,54 @@ def _buffers_kept(net: nn.Module):
                 b.copy_(s)
 
 
+def validation_batches(val, batch_size: int, limit: int | None) -> list[tuple[Any, torch.Tensor]]:
+    """Host batches of the validation split (at most ``limit``). A last batch of one
+    example joins the one before: batch norm cannot normalise a single example."""
+    batches = []
+    for i, batch in enumerate(iterate_batches(val, batch_size)):
+        if limit is not None and i >= limit:
+            break
+        batches.append(batch)
+    if len(batches) > 1 and batches[-1][1].shape[0] == 1:
+        (xa, ya), (xb, yb) = batches[-2], batches.pop()
+        cat = (lambda a, b: type(a)(torch.cat(p) for p in zip(a, b, strict=True))) if isinstance(xa, (tuple, list)) \
+            else (lambda a, b: torch.cat([a, b]))
+        batches[-1] = (cat(xa, xb), torch.cat([ya, yb]))
+    return batches
+
+
 @torch.no_grad()
-def _val_loss(net: Network, batches: list, loss_fn: nn.Module, backend: Any) -> float:
+def val_loss(net: nn.Module, batches: list, loss_fn: nn.Module, device: torch.device, seed: int,
+             sync_batch_norm: bool = True) -> float:
+    """Mean loss over ``batches`` with batch statistics, in float32 (the compared rises
+    are often below bf16's resolution). Every call draws the same random numbers
+    (dropout), and the buffers are put back. Data-parallel: each rank takes its slice
+    of every batch and the sums are all-reduced, so all ranks get the same number."""
     total, n = 0.0, 0
+    torch.manual_seed(derive_seed(seed, "select", "measure"))
     with _buffers_kept(net):
-        for x, y in batches:
-            with backend.autocast():
+        for batch in batches:
+            (x, y), _ = ddp.shard_batch(batch, device)
+            with ddp.global_batch_norm() if sync_batch_norm else contextlib.nullcontext():
                 out = net(x)
             total += float(loss_fn(out.float(), y)) * y.shape[0]
             n += y.shape[0]
+    total, n = ddp.sum_over_ranks([total, n])
     return total / max(n, 1)
+
+
+def _candidates(body, params, labels, excluded) -> list[tuple[int, int, list[int]]]:
+    """(tensor, row, candidate columns) for every one-of-K decision."""
+    excl = {id(p): set(idx) for p, idx in excluded}
+    out = []
+    for k, (p, (name, _, cols)) in enumerate(zip(params, labels, strict=True)):
+        if name in body.multi_choice or p.shape[-1] < 2:
+            continue
+        cand = [c for c, col in enumerate(cols) if c not in excl.get(id(p), set())
+                and (body.derives_zero_op or col != body.zero_op)]
+        if len(cand) > 1:
+            out += [(k, r, cand) for r in range(p.numel() // p.shape[-1])]
+    return out
 
 
 def select_by_perturbation(strategy: DifferentiableStrategy, run: Any, net: Network, loss_fn: nn.Module,
@@ -106,70 +148,80 @@ def select_by_perturbation(strategy: DifferentiableStrategy, run: Any, net: Netw
     """Choose one operation per row of every architecture tensor by perturbation (see
     the module docstring), write the choice into the logits and return a summary."""
     cfg = strategy.config
-    task, backend, device, seed = run.task, run.backend, run.device, run.seed
+    device, seed = run.device, run.seed
     body = net.body
     params = body.arch_parameters()
     labels = body.arch_labels()
-    excl = {id(p): set(idx) for p, idx in excluded}
-    val_batches = []
-    for i, batch in enumerate(iterate_batches(run.data.val, cfg.batch_size)):
-        if cfg.selection_batches is not None and i >= cfg.selection_batches:
-            break
-        val_batches.append(move_to(batch, device))
-    train = run.data.train
-    drop_last = len(train) > cfg.batch_size
+    batches = validation_batches(run.data.val, cfg.batch_size, cfg.selection_batches)
     lr = cfg.w_lr_min if cfg.selection_lr is None else cfg.selection_lr
+
+    def measure() -> float:
+        return val_loss(net, batches, loss_fn, device, seed, cfg.sync_batch_norm)
 
     editor = WeightEditor(strategy.weight_fn, params)
     body.weight_fn = editor
     net.train()
-    try:
-        strategy.phase = "eval"
-        _val_loss(net, val_batches[:1], loss_fn, backend)  # which tensors pass through weight_fn
-        rows = [(k, r) for k, p in enumerate(params) if k in editor.seen and p.shape[-1] > 1
-                for r in range(p.numel() // p.shape[-1])]
-        order = torch.randperm(len(rows), generator=torch_generator(seed, "select", "order")).tolist()
-        decisions = []
-        for step, j in enumerate(order):
-            k, r = rows[j]
-            name, row_labels, cols = labels[k]
-            candidates = [c for c in range(len(cols)) if c not in excl.get(id(params[k]), set())]
+    decisions: list[dict] = []
+    # The editor's state changes with every measurement: a compiled supernet would
+    # recompile for each one, so selection runs eagerly.
+    with torch.compiler.set_stance("force_eager"):
+        try:
             strategy.phase = "eval"
-            base = _val_loss(net, val_batches, loss_fn, backend)
-            rise = {}
-            for c in candidates:
-                editor.off = (k, r, c)
-                rise[cols[c]] = _val_loss(net, val_batches, loss_fn, backend) - base
-            editor.off = None
-            best = max(candidates, key=lambda c: rise[cols[c]])
-            editor.fixed[(k, r)] = best
-            by_weight = int(params[k].detach().reshape(-1, len(cols))[r].argmax())
-            decisions.append({"tensor": name, "row": row_labels[r], "op": cols[best], "by_magnitude": cols[by_weight],
-                              "val_loss": round(base, 6), "loss_rise": {o: round(v, 6) for o, v in rise.items()}})
-            log(f"[select] {step + 1}/{len(rows)} {name} {row_labels[r]}: {cols[best]} "
-                f"(loss +{rise[cols[best]]:.4f} without it; by magnitude: {cols[by_weight]})")
-            for epoch in range(cfg.selection_tune_epochs):
-                _tune_epoch(strategy, task, net, train, drop_last, loss_fn, w_opt, backend, device, lr,
-                            seed, step, epoch)
-        with torch.no_grad():  # the space derives the chosen operations
-            for (k, r), c in editor.fixed.items():
-                row = params[k].view(-1, params[k].shape[-1])[r]
-                row[c] = row.max() + 1.0
-    finally:
-        body.weight_fn = strategy.weight_fn
-        strategy.phase = "eval"
+            val_loss(net, batches[:1], loss_fn, device, seed, cfg.sync_batch_norm)  # which tensors reach weight_fn
+            rows = [(k, r, cand) for k, r, cand in _candidates(body, params, labels, excluded) if k in editor.seen]
+            order = torch.randperm(len(rows), generator=torch_generator(seed, "select", "order")).tolist()
+            for step, j in enumerate(order):
+                k, r, candidates = rows[j]
+                name, row_labels, cols = labels[k]
+                strategy.phase = "eval"
+                base = measure()
+                rise = {}
+                for c in candidates:
+                    editor.off = (k, r, c)
+                    rise[cols[c]] = measure() - base
+                editor.off = None
+                best = max(candidates, key=lambda c: rise[cols[c]])
+                editor.fixed[(k, r)] = best
+                by_weight = max(candidates, key=lambda c: float(params[k].detach().reshape(-1, len(cols))[r, c]))
+                decisions.append({"tensor": name, "row": row_labels[r], "op": cols[best],
+                                  "by_magnitude": cols[by_weight], "val_loss": round(base, 6),
+                                  "loss_rise": {o: round(v, 6) for o, v in rise.items()}})
+                log(f"[select] {step + 1}/{len(rows)} {name} {row_labels[r]}: {cols[best]} "
+                    f"(loss +{rise[cols[best]]:.4f} without it; by magnitude: {cols[by_weight]})")
+                for epoch in range(cfg.selection_tune_epochs):
+                    _tune_epoch(strategy, run.task, net, run.data.train, loss_fn, w_opt, run.backend, device, lr,
+                                seed, step, epoch)
+            with torch.no_grad():
+                for k, r, candidates in rows:
+                    _promote(params[k].view(-1, params[k].shape[-1])[r], editor.fixed[(k, r)], candidates)
+        finally:
+            body.weight_fn = strategy.weight_fn
+            strategy.phase = "eval"
     return {"method": "perturbation", "tune_epochs": cfg.selection_tune_epochs, "tune_lr": lr,
-            "val_batches": len(val_batches), "decisions": decisions}
+            "val_batches": len(batches), "decisions": decisions}
 
 
-def _tune_epoch(strategy, task, net, train, drop_last, loss_fn, w_opt, backend, device, lr, seed, step, epoch) -> None:
+def _promote(row: torch.Tensor, c: int, candidates: list[int]) -> None:
+    """Make column ``c`` the largest of the row's candidates by swapping its logit with
+    theirs (then a hair above it, so that no tie remains). The row's values stay the
+    same set, and so do the candidates': a space that ranks edges by their strongest
+    derivable weight (the DARTS space's two inputs per node) ranks them as the search
+    left them."""
+    top = max(candidates, key=lambda k: float(row[k]))
+    if top != c:
+        row[top], row[c] = row[c].clone(), row[top].clone()
+    row[c] = torch.nextafter(row[c], torch.tensor(float("inf"), dtype=row.dtype, device=row.device))
+
+
+def _tune_epoch(strategy, task, net, train, loss_fn, w_opt, backend, device, lr, seed, step, epoch) -> None:
     """One epoch of weight steps with the edits applied (the search loop's weight step)."""
     cfg = strategy.config
-    set_lr(w_opt, lr)
+    set_lr(w_opt, strategy._divergence_guard().lr_scale * lr)
     torch.manual_seed(derive_seed(seed, "select", "torch", step, epoch))
     gen = torch_generator(seed, "select", "w", step, epoch)
     aug_gen = torch_generator(seed, "select", "augment", step, epoch)
-    for batch in iterate_batches(train, cfg.batch_size, shuffle=True, generator=gen, drop_last=drop_last):
+    for batch in iterate_batches(train, cfg.batch_size, shuffle=True, generator=gen,
+                                 drop_last=len(train) > cfg.batch_size):
         if cfg.augment != "none":
             batch = (task.augment(batch[0], aug_gen), batch[1])
         (xw, yw), strategy._share_w = ddp.shard_batch(batch, device)

@@ -285,6 +285,8 @@ class DifferentiableStrategy(Strategy):
                 "(backend.compile applies to the retrained network)")
         body: Supernet = net.body
         body.weight_fn = self.weight_fn
+        if cfg.selection == "perturbation":
+            self._check_perturbation_selection(body)
         arch_ids = {id(p) for p in body.arch_parameters()}
         self._weights = [p for p in net.parameters() if id(p) not in arch_ids]
         w_opt, a_opt = self.make_optimizers(net)
@@ -404,24 +406,22 @@ class DifferentiableStrategy(Strategy):
                                                    "stopped": stopped})
                 if stopped:
                     break
-        selection = None
-        if cfg.selection == "perturbation":  # DARTS-PT: ask the trained supernet (plugins/strategies/_selection.py)
-            # the schedules (DARTS-'s auxiliary skip, SDARTS's noise, ...) as the search left them,
-            # also when a resumed run skipped the loop
-            self.epoch = stopped["epoch"] if stopped else cfg.epochs - 1
-            self.on_epoch_start(self.epoch, body)
-            selection = select_by_perturbation(self, run, net, loss_fn, w_opt, excluded)
         self.phase = "eval"
-        runstore.remember_supernet(run, net)
+        runstore.remember_supernet(run, net)  # the searched supernet, for warm starts (before any selection)
         summary = {"epochs": cfg.epochs, "arch_weights": body.arch_snapshot(),
                    "arch_labels": [list(lbl) for lbl in body.arch_labels()]}
+        if cfg.selection == "perturbation":  # DARTS-PT: ask the trained supernet (plugins/strategies/_selection.py)
+            # the schedules (DARTS-'s auxiliary skip, SDARTS's noise, ...) and the epoch's
+            # training data as the search left them, also when a resumed run skipped the loop
+            self.epoch = stopped["epoch"] if stopped else cfg.epochs - 1
+            self.on_epoch_start(self.epoch, body)
+            start_epoch(train, self.epoch)
+            summary["selection"] = select_by_perturbation(self, run, net, loss_fn, w_opt, excluded)
         if ddp.is_distributed():  # evidence that every rank ended with the same architecture
             summary["data_parallel"] = {"world_size": ddp.world_size(),
                                         "max_arch_difference_between_ranks": ddp.max_rank_difference(body.arch_parameters())}
         if stopped:
             summary["early_stop"] = stopped
-        if selection is not None:
-            summary["selection"] = selection
         outcome = SearchOutcome(supernet=net, summary=summary)
         if self._latency_constraint is not None:  # the fastest-enough likely architecture
             outcome.genotype, summary["latency_constraint"] = self._latency_constraint.derive(space, net)
@@ -438,6 +438,17 @@ class DifferentiableStrategy(Strategy):
     #: Whether ``exclude_ops`` works with this strategy's ``weight_fn`` (it needs logits
     #: for which -10,000 means "never": softmax, sigmoid, Gumbel sampling).
     supports_exclude_ops: bool = True
+
+    def _check_perturbation_selection(self, body: Supernet) -> None:
+        """Perturbation selection switches operations off in the mixture the strategy
+        evaluates with: a strategy that evaluates one path per edge (FBNet's arg-max
+        network) has no mixture to perturb."""
+        self.phase = "eval"
+        with torch.no_grad():
+            mixes = [self.weight_fn(p) for p in body.arch_parameters()]
+        if any(m.index is not None or m.active is not None for m in mixes):
+            raise IncompatibleError(f"strategy.selection: perturbation needs a supernet that mixes every operation; "
+                                    f"{self.name} evaluates one path per edge (use selection: magnitude)")
 
     def _excluded_columns(self, body: Supernet) -> list[tuple[nn.Parameter, list[int]]]:
         """For each architecture tensor, the columns (operations) ``exclude_ops`` names;

@@ -130,6 +130,7 @@ class DARTSBody(Supernet):
     reduction cells ``alpha_reduce`` (each 14 edges x 8 operations)."""
 
     zero_op = "none"
+    derives_zero_op = False  # derive_cell keeps each node's two strongest non-zero inputs
 
     def __init__(self, C: int, layers: int, stem_multiplier: int = 3, init_scale: float = 1e-3):
         super().__init__()

@@ -196,6 +196,8 @@ class RecsysConfig(ComponentConfig):
 
 
 class RecsysSupernet(Supernet):
+    multi_choice = frozenset({"ops"})  # derive keeps every interaction op with at least a 1/K share
+
     def __init__(self, cfg: RecsysConfig, field_sizes: list[int]):
         super().__init__()
         self.cfg = cfg

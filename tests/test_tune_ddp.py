@@ -186,3 +186,20 @@ def test_latency_constrained_run_with_two_processes(tmp_path, monkeypatch):
     summary = RunDir(tmp_path / "two").read_json("search_summary.json")
     assert summary["data_parallel"]["max_arch_difference_between_ranks"] == 0.0
     assert summary["constraints"]["met"] and summary["latency_constraint"]["meets_limit"]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without torch.distributed")
+def test_two_processes_select_as_one_process(tmp_path, pm):
+    """Perturbation selection with 2 processes: every validation batch is split over the
+    ranks and the loss sums all-reduced, so the decisions, and the losses behind them,
+    are the one-process run's."""
+    spec = {**MANIFEST, "strategy": {**MANIFEST["strategy"], "selection": "perturbation"},
+            "backend": {"type": "cpu", "threads": 1, "channels_last": False}, "export": None}
+    m, two = run_two_processes(spec, tmp_path)
+    one_dir, one = run_manifest(m, out=tmp_path / "one", pm=pm)
+    d1, d2 = (RunDir(d).read_json("search_summary.json")["selection"]["decisions"] for d in (one_dir, tmp_path / "two"))
+    assert [(d["row"], d["op"]) for d in d1] == [(d["row"], d["op"]) for d in d2] and len(d1) == 6
+    for a, b in zip(d1, d2, strict=True):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-4)
+        assert a["loss_rise"] == pytest.approx(b["loss_rise"], abs=1e-4)
+    assert two["genotype"] == one["genotype"]["text"]

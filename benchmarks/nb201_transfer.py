@@ -19,6 +19,11 @@ minutes):
 
     python benchmarks/nb201_transfer.py --quick          # smoke run, < 1 minute
     python benchmarks/nb201_transfer.py --jobs 2 --threads 1
+    python benchmarks/nb201_transfer.py --jobs 2 --threads 1 --selection perturbation   # 87 minutes
+
+``--selection perturbation`` reads each cell off its supernet by DARTS-PT (``strategy.
+selection``; GDAS, which samples paths, keeps magnitude) and writes
+``benchmarks/results/nb201_transfer_pt.json``.
 
 Writes the same figures to ``benchmarks/results/nb201_transfer.json``.
 """

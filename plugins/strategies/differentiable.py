@@ -25,6 +25,11 @@ none) and its number of skip connections (``collapse/skip_count``). With
 ``stop_at_skips: N`` the search stops early, DARTS+ style, once the derived cell holds at
 least N skip connections (after ``warmup_epochs``); the summary records it.
 
+**Selection.** After the search the space derives the cell from the logits
+(``selection: magnitude``), or the cell is read off the trained supernet by switching
+operations off one at a time (``selection: perturbation``, DARTS-PT; see
+``_selection.py``).
+
 
 During the architecture step the weights do not require gradients, so no weight
 gradient is computed; during the weight step the logits do not.

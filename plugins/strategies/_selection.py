@@ -220,10 +220,6 @@ def _tune_epoch(strategy, task, net, train, loss_fn, w_opt, backend, device, lr,
     torch.manual_seed(derive_seed(seed, "select", "torch", step, epoch))
     gen = torch_generator(seed, "select", "w", step, epoch)
     aug_gen = torch_generator(seed, "select", "augment", step, epoch)
-    for batch in iterate_batches(train, cfg.batch_size, shuffle=True, generator=gen,
-                                 drop_last=len(train) > cfg.batch_size):
-        if cfg.augment != "none":
-            batch = (task.augment(batch[0], aug_gen), batch[1])
-        (xw, yw), strategy._share_w = ddp.shard_batch(batch, device)
+    for xw, yw in strategy.weight_batches(task, train, gen, aug_gen, device):
         with ddp.global_batch_norm() if cfg.sync_batch_norm else contextlib.nullcontext():
             strategy.weight_step(net, (xw, yw), loss_fn, w_opt, backend)

@@ -356,11 +356,7 @@ class DifferentiableStrategy(Strategy):
                 net.train()
                 tot_loss, tot_n, tot_correct, arch_total, arch_steps = 0.0, 0, 0, 0.0, 0
                 has_accuracy = False
-                for batch in iterate_batches(train, cfg.batch_size, shuffle=True, generator=gen,
-                                             drop_last=len(train) > cfg.batch_size):
-                    if cfg.augment != "none":  # the global batch, on the host: the same images for any --nproc
-                        batch = (task.augment(batch[0], aug_gen), batch[1])
-                    (xw, yw), self._share_w = ddp.shard_batch(batch, device)  # this rank's slice of the global batch
+                for xw, yw in self.weight_batches(task, train, gen, aug_gen, device):
                     # data-parallel: batch norm over the global batch (unless sync_batch_norm is off)
                     with ddp.global_batch_norm() if cfg.sync_batch_norm else contextlib.nullcontext():
                         if epoch >= cfg.warmup_epochs:
@@ -443,6 +439,18 @@ class DifferentiableStrategy(Strategy):
     #: Whether ``exclude_ops`` works with this strategy's ``weight_fn`` (it needs logits
     #: for which -10,000 means "never": softmax, sigmoid, Gumbel sampling).
     supports_exclude_ops: bool = True
+
+    def weight_batches(self, task: Task, train, gen: torch.Generator, aug_gen: torch.Generator,
+                       device) -> Iterator[tuple[Any, torch.Tensor]]:
+        """One epoch of the weight step's batches: shuffled by ``gen``, augmented as
+        ``strategy.augment`` says, then this rank's slice (``self._share_w`` its share)."""
+        cfg = self.config
+        for batch in iterate_batches(train, cfg.batch_size, shuffle=True, generator=gen,
+                                     drop_last=len(train) > cfg.batch_size):
+            if cfg.augment != "none":  # the global batch, on the host: the same images for any --nproc
+                batch = (task.augment(batch[0], aug_gen), batch[1])
+            (xw, yw), self._share_w = ddp.shard_batch(batch, device)  # this rank's slice of the global batch
+            yield xw, yw
 
     def _check_perturbation_selection(self, body: Supernet) -> None:
         """Perturbation selection switches operations off in the mixture the strategy

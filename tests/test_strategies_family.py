@@ -725,8 +725,9 @@ def test_perturbation_selection_refuses_what_it_cannot_measure(tmp_path, strateg
 
 
 def test_a_search_killed_during_selection_resumes_to_the_same_cell(tmp_path, monkeypatch) -> None:
-    """Selection runs after the search's last checkpoint: a kill part-way through it
-    resumes from that checkpoint and selects the same cell, edge by edge."""
+    """Selection checkpoints every decided edge: a kill part-way through it resumes at
+    the next edge (the decided ones are not measured or tuned again) and selects the
+    same cell, edge by edge."""
     import json
 
     from dnas_plugins.strategies import _selection
@@ -750,8 +751,10 @@ def test_a_search_killed_during_selection_resumes_to_the_same_cell(tmp_path, mon
     monkeypatch.setattr(_selection, "_tune_epoch", tune_then_die)
     with pytest.raises(KeyboardInterrupt):
         run_manifest(path, out=tmp_path / "cut")
-    monkeypatch.setattr(_selection, "_tune_epoch", plain_tune)
+    resumed_tunes = []
+    monkeypatch.setattr(_selection, "_tune_epoch", lambda *a, **k: (resumed_tunes.append(1), plain_tune(*a, **k)))
     _, resumed = resume_run(tmp_path / "cut")
+    assert len(resumed_tunes) == 4  # edges 3-6: the third was decided but its tuning was cut
     assert resumed["genotype"] == reference["genotype"]
     decisions = [json.loads((d / "search_summary.json").read_text())["selection"]["decisions"]
                  for d in (ref_dir, tmp_path / "cut")]

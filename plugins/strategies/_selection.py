@@ -26,6 +26,10 @@ two inputs, stay as the search left them. The loss is measured in float32 with b
 over the whole validation split (or ``selection_batches`` batches of it), the
 batch-norm buffers are put back after each measurement, and a data-parallel run splits
 every batch over the ranks and all-reduces the sums, so all ranks decide alike.
+
+After each edge is decided and tuned, the supernet, the weight optimiser and the
+decisions so far are checkpointed (``checkpoints/select.pt``): a run stopped during
+selection resumes at the next edge of the same seeded order.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from dnas_core import MixWeights
+from dnas_core import MixWeights, RunFailed
 from dnas_core import distributed as ddp
 from dnas_core.progress import log
 from dnas_core.seeding import derive_seed, torch_generator
@@ -162,6 +166,7 @@ def select_by_perturbation(strategy: DifferentiableStrategy, run: Any, net: Netw
     body.weight_fn = editor
     net.train()
     decisions: list[dict] = []
+    guard = strategy._divergence_guard()
     # The editor's state changes with every measurement: a compiled supernet would
     # recompile for each one, so selection runs eagerly.
     with torch.compiler.set_stance("force_eager"):
@@ -170,7 +175,10 @@ def select_by_perturbation(strategy: DifferentiableStrategy, run: Any, net: Netw
             val_loss(net, batches[:1], loss_fn, device, seed, cfg.sync_batch_norm)  # which tensors reach weight_fn
             rows = [(k, r, cand) for k, r, cand in _candidates(body, params, labels, excluded) if k in editor.seen]
             order = torch.randperm(len(rows), generator=torch_generator(seed, "select", "order")).tolist()
+            done = _resume(run, rows, net, w_opt, guard, editor, decisions)
             for step, j in enumerate(order):
+                if step < done:  # decided (and tuned) before the run was stopped
+                    continue
                 k, r, candidates = rows[j]
                 name, row_labels, cols = labels[k]
                 strategy.phase = "eval"
@@ -191,6 +199,10 @@ def select_by_perturbation(strategy: DifferentiableStrategy, run: Any, net: Netw
                 for epoch in range(cfg.selection_tune_epochs):
                     _tune_epoch(strategy, run.task, net, run.data.train, loss_fn, w_opt, run.backend, device, lr,
                                 seed, step, epoch)
+                run.save_checkpoint(CHECKPOINT, {
+                    "net": net.state_dict(), "w_opt": w_opt.state_dict(), "divergence": guard.state(),
+                    "rows": [[k, r] for k, r, _ in rows], "done": step + 1,
+                    "fixed": [[k, r, c] for (k, r), c in editor.fixed.items()], "decisions": decisions})
             with torch.no_grad():
                 for k, r, candidates in rows:
                     _promote(params[k].view(-1, params[k].shape[-1])[r], editor.fixed[(k, r)], candidates)
@@ -199,6 +211,31 @@ def select_by_perturbation(strategy: DifferentiableStrategy, run: Any, net: Netw
             strategy.phase = "eval"
     return {"method": "perturbation", "tune_epochs": cfg.selection_tune_epochs, "tune_lr": lr,
             "val_batches": len(batches), "decisions": decisions}
+
+
+#: Checkpoint stage of the selection, saved after every decided (and tuned) edge.
+CHECKPOINT = "select"
+
+
+def _resume(run: Any, rows: list[tuple[int, int, list[int]]], net: nn.Module, w_opt: torch.optim.Optimizer,
+            guard: Any, editor: WeightEditor, decisions: list[dict]) -> int:
+    """Restore a selection stopped part-way (the ``select`` checkpoint): the tuned
+    weights, the optimiser, the decided edges and their records. Returns how many edges
+    of the seeded order are done (0 without a checkpoint)."""
+    ckpt = run.load_checkpoint(CHECKPOINT)
+    if ckpt is None:
+        return 0
+    if [list(map(int, kr)) for kr in ckpt["rows"]] != [[k, r] for k, r, _ in rows]:
+        raise RunFailed(f"checkpoints/{CHECKPOINT}.pt was written for other architecture rows than this "
+                        "supernet's; delete it to redo the selection from the search's end")
+    net.load_state_dict(ckpt["net"])
+    w_opt.load_state_dict(ckpt["w_opt"])
+    guard.load_state(ckpt.get("divergence"))
+    editor.fixed.update({(int(k), int(r)): int(c) for k, r, c in ckpt["fixed"]})
+    decisions.extend(ckpt["decisions"])
+    done = int(ckpt["done"])
+    log(f"[select] resumed: {done}/{len(rows)} edges decided before the run was stopped")
+    return done
 
 
 def _promote(row: torch.Tensor, c: int, candidates: list[int]) -> None:

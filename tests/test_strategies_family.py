@@ -691,6 +691,33 @@ def test_perturbation_selection_keeps_the_op_whose_removal_hurts_most(tmp_path, 
     assert {f"{j}<-{i}": op for j, (op, i) in zip([1, 2, 2, 3, 3, 3], derived, strict=True)} == chosen
 
 
+def test_darts_minus_selects_without_its_auxiliary_skip_after_an_early_stop(tmp_path, monkeypatch) -> None:
+    """An early stop leaves DARTS-'s auxiliary skip above 0; the derived cell has none,
+    so selection measures and tunes the supernet without it."""
+    import json
+
+    from dnas_core.orchestrator import run_manifest
+
+    from dnas_plugins.strategies import _selection, differentiable
+
+    plain_metrics, plain_tune, aux_seen = differentiable.collapse_metrics, _selection._tune_epoch, []
+    # the derived cell "collapses" after the first epoch, so stop_at_skips stops the search there
+    monkeypatch.setattr(differentiable, "collapse_metrics",
+                        lambda g: {**plain_metrics(g), "collapse/skip_count": 6.0})
+    monkeypatch.setattr(_selection, "_tune_epoch",
+                        lambda strategy, *a: (aux_seen.append(strategy.aux), plain_tune(strategy, *a)))
+    m = _tiny({"type": "darts_minus", "epochs": 4, "stop_at_skips": 6, "selection": "perturbation"})
+    m["train"]["epochs"], m["export"] = 0, None
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(m))
+    run_dir, _ = run_manifest(path, out=tmp_path / "run")
+    summary = json.loads((run_dir / "search_summary.json").read_text())
+    assert summary["early_stop"]["epoch"] == 0
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["aux_skip_weight"] for r in metrics if r.get("stage") == "search"] == [1.0]  # on while searching
+    assert aux_seen == [0.0] * 6
+
+
 def test_perturbation_selection_leaves_batch_norm_statistics_alone(digits) -> None:
     from dnas_plugins.strategies._selection import val_loss
 

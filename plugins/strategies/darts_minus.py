@@ -53,6 +53,13 @@ class DARTSMinus(DifferentiableStrategy):
                 raise IncompatibleError(f"darts_minus: the space has no {cfg.skip_op!r} operation to add an "
                                         "auxiliary skip to (set strategy.skip_op)")
 
+    def on_selection_start(self, supernet) -> None:
+        # The derived cell has no auxiliary skip, so perturbation selection measures the
+        # supernet without it. After a full search it has already decayed to 0; after an
+        # early stop (stop_at_skips) it has not, and switching the skip column off would
+        # also switch the auxiliary path off.
+        self.aux = 0.0
+
     def weight_fn(self, alpha: torch.Tensor) -> MixWeights:
         w = torch.softmax(alpha, dim=-1)
         col = (self._skip_cols or {}).get(alpha.shape[-1])

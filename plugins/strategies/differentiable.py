@@ -169,6 +169,11 @@ class DifferentiableStrategy(Strategy):
     def on_epoch_start(self, epoch: int, supernet: Supernet) -> None:
         """Update schedules at the start of each epoch."""
 
+    def on_selection_start(self, supernet: Supernet) -> None:
+        """Before perturbation selection, after the schedules were set to the search's
+        last epoch (or the epoch of an early stop): change what selection should not
+        see, e.g. a training-only path (DARTS-'s auxiliary skip)."""
+
     def arch_regularizer(self, supernet: Supernet) -> torch.Tensor | None:
         return None
 
@@ -416,6 +421,7 @@ class DifferentiableStrategy(Strategy):
             # training data as the search left them, also when a resumed run skipped the loop
             self.epoch = stopped["epoch"] if stopped else cfg.epochs - 1
             self.on_epoch_start(self.epoch, body)
+            self.on_selection_start(body)
             start_epoch(train, self.epoch)
             summary["selection"] = select_by_perturbation(self, run, net, loss_fn, w_opt, excluded)
         if ddp.is_distributed():  # evidence that every rank ended with the same architecture

@@ -46,20 +46,14 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _peers import ensure_peers_venv
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results" / "supernet_step.json"
-PEERS_VENV = HERE / ".venv-peers"
 FMNIST = ROOT.parent / "shared" / "data" / "vision" / "fashion-mnist"
 MATMUL_N = 4096
-
-#: pip commands that build the peers' environment (facts in ../shared/PEERS.md). The
-#: CPU build of torch 2.13.0 is the one dnas is measured with.
-PEER_INSTALL = [
-    ["install", "-q", "torch==2.13.0", "numpy"],
-    ["install", "-q", "--no-deps", "xautodl==1.0.0"],
-    ["install", "-q", "nni==3.0", "pytorch-lightning"],
-]
 
 #: Goals of issue 3, checked on ratios measured in this run.
 GOALS = {
@@ -414,20 +408,6 @@ def run_nni(spec: dict) -> dict:
 
 
 # -- parent -------------------------------------------------------------------------------
-def ensure_peers_venv(log) -> Path | None:
-    python = PEERS_VENV / "bin" / "python"
-    if python.exists():
-        return python
-    log(f"creating the peers' environment {PEERS_VENV} (AutoDL xautodl 1.0.0, NNI 3.0); a few minutes")
-    subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
-    for args in PEER_INSTALL:
-        proc = subprocess.run([str(python), "-m", "pip", *args], capture_output=True, text=True)
-        if proc.returncode:
-            log(f"peers: `pip {' '.join(args)}` failed:\n{proc.stderr[-2000:]}")
-            return None
-    return python
-
-
 def run_child(python: str, spec: dict, timeout: float) -> dict:
     cmd = [python, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "DNAS_PROGRESS": "0"}

@@ -700,13 +700,21 @@ def test_darts_minus_selects_without_its_auxiliary_skip_after_an_early_stop(tmp_
 
     from dnas_plugins.strategies import _selection, differentiable
 
-    plain_metrics, plain_tune, aux_seen = differentiable.collapse_metrics, _selection._tune_epoch, []
+    plain_metrics, plain_tune, plain_loss = differentiable.collapse_metrics, _selection._tune_epoch, _selection.val_loss
+    aux_tuned, aux_measured = [], []
     # the derived cell "collapses" after the first epoch, so stop_at_skips stops the search there
     monkeypatch.setattr(differentiable, "collapse_metrics",
                         lambda g: {**plain_metrics(g), "collapse/skip_count": 6.0})
     monkeypatch.setattr(_selection, "_tune_epoch",
-                        lambda strategy, *a: (aux_seen.append(strategy.aux), plain_tune(strategy, *a)))
-    m = _tiny({"type": "darts_minus", "epochs": 4, "stop_at_skips": 6, "selection": "perturbation"})
+                        lambda strategy, *a: (aux_tuned.append(strategy.aux), plain_tune(strategy, *a)))
+
+    def measured(net, *args, **kwargs):  # the strategy behind the selection's weight editor
+        aux_measured.append(net.body.weight_fn.inner.__self__.aux)
+        return plain_loss(net, *args, **kwargs)
+
+    monkeypatch.setattr(_selection, "val_loss", measured)
+    m = _tiny({"type": "darts_minus", "epochs": 4, "stop_at_skips": 6, "selection": "perturbation",
+               "selection_tune_epochs": 1})
     m["train"]["epochs"], m["export"] = 0, None
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(m))
@@ -715,7 +723,8 @@ def test_darts_minus_selects_without_its_auxiliary_skip_after_an_early_stop(tmp_
     assert summary["early_stop"]["epoch"] == 0
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["aux_skip_weight"] for r in metrics if r.get("stage") == "search"] == [1.0]  # on while searching
-    assert aux_seen == [0.0] * 6
+    assert aux_tuned == [0.0] * 6
+    assert len(aux_measured) > 6 and set(aux_measured) == {0.0}
 
 
 def test_perturbation_selection_leaves_batch_norm_statistics_alone(digits) -> None:
@@ -751,37 +760,59 @@ def test_perturbation_selection_refuses_what_it_cannot_measure(tmp_path, strateg
     assert "strategy.selection" in str(err.value)
 
 
-def test_a_search_killed_during_selection_resumes_to_the_same_cell(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("checkpoint", ["intact", "from_another_search"])
+def test_a_search_killed_during_selection_resumes_to_the_same_cell(tmp_path, monkeypatch, checkpoint) -> None:
     """Selection checkpoints every decided edge: a kill part-way through it resumes at
-    the next edge (the decided ones are not measured or tuned again) and selects the
-    same cell, edge by edge."""
+    the next edge (the decided ones are neither measured nor tuned again) and selects
+    the same cell, edge by edge. A selection checkpoint whose architecture weights are
+    not this search's belongs to another search: it is set aside and selection starts
+    over."""
     import json
 
+    import torch
     from dnas_plugins.strategies import _selection
 
     from dnas_core.orchestrator import resume_run, run_manifest
 
-    m = _tiny({"type": "sdarts_rs", "epochs": 2, "selection": "perturbation"})  # random smoothing while tuning
+    m = _tiny({"type": "sdarts_rs", "epochs": 2, "selection": "perturbation",  # random smoothing while tuning
+               "selection_tune_epochs": 1})
     m["train"]["epochs"], m["export"] = 0, None
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(m))
-    ref_dir, reference = run_manifest(path, out=tmp_path / "ref")
+    plain_tune, plain_loss, counts = _selection._tune_epoch, _selection.val_loss, {"tune": 0, "measure": 0}
 
-    plain_tune, calls = _selection._tune_epoch, []
+    def counted(key, fn):
+        def wrapper(*args, **kwargs):
+            counts[key] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(_selection, "val_loss", counted("measure", plain_loss))
+    monkeypatch.setattr(_selection, "_tune_epoch", counted("tune", plain_tune))
+    ref_dir, reference = run_manifest(path, out=tmp_path / "ref")
+    edges, per_edge = counts["tune"], (counts["measure"] - 1) // counts["tune"]  # one probe, then per edge
+    assert edges == 6
 
     def tune_then_die(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:  # half-way: three of the six edges decided
+        if counts["tune"] == 2:  # half-way: the third edge is decided, its tuning is cut
             raise KeyboardInterrupt
+        counts["tune"] += 1
         return plain_tune(*args, **kwargs)
 
+    counts.update(tune=0, measure=0)
     monkeypatch.setattr(_selection, "_tune_epoch", tune_then_die)
     with pytest.raises(KeyboardInterrupt):
         run_manifest(path, out=tmp_path / "cut")
-    resumed_tunes = []
-    monkeypatch.setattr(_selection, "_tune_epoch", lambda *a, **k: (resumed_tunes.append(1), plain_tune(*a, **k)))
+    ckpt_path = tmp_path / "cut" / "checkpoints" / "select.pt"
+    if checkpoint == "from_another_search":
+        state = torch.load(ckpt_path, weights_only=True)
+        state["arch"][0] += 1.0
+        torch.save(state, ckpt_path)
+    counts.update(tune=0, measure=0)
+    monkeypatch.setattr(_selection, "_tune_epoch", counted("tune", plain_tune))
     _, resumed = resume_run(tmp_path / "cut")
-    assert len(resumed_tunes) == 4  # edges 3-6: the third was decided but its tuning was cut
+    redone = 4 if checkpoint == "intact" else 6  # edges 3-6 (the third was decided, its tuning cut), or all
+    assert counts == {"tune": redone, "measure": 1 + redone * per_edge}
     assert resumed["genotype"] == reference["genotype"]
     decisions = [json.loads((d / "search_summary.json").read_text())["selection"]["decisions"]
                  for d in (ref_dir, tmp_path / "cut")]

@@ -29,7 +29,9 @@ every batch over the ranks and all-reduces the sums, so all ranks decide alike.
 
 After each edge is decided and tuned, the supernet, the weight optimiser and the
 decisions so far are checkpointed (``checkpoints/select.pt``): a run stopped during
-selection resumes at the next edge of the same seeded order.
+selection resumes at the next edge of the same seeded order. The checkpoint also holds
+the architecture weights it started from; one left by another search (re-run after its
+own checkpoint was deleted) is set aside.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from dnas_core import MixWeights, RunFailed
+from dnas_core import MixWeights
 from dnas_core import distributed as ddp
 from dnas_core.progress import log
 from dnas_core.seeding import derive_seed, torch_generator
@@ -175,7 +177,7 @@ def select_by_perturbation(strategy: DifferentiableStrategy, run: Any, net: Netw
             val_loss(net, batches[:1], loss_fn, device, seed, cfg.sync_batch_norm)  # which tensors reach weight_fn
             rows = [(k, r, cand) for k, r, cand in _candidates(body, params, labels, excluded) if k in editor.seen]
             order = torch.randperm(len(rows), generator=torch_generator(seed, "select", "order")).tolist()
-            done = _resume(run, rows, net, w_opt, guard, editor, decisions)
+            done = _resume(run, rows, order, params, net, w_opt, guard, editor, decisions)
             for step, j in enumerate(order):
                 if step < done:  # decided (and tuned) before the run was stopped
                     continue
@@ -201,7 +203,8 @@ def select_by_perturbation(strategy: DifferentiableStrategy, run: Any, net: Netw
                                 seed, step, epoch)
                 run.save_checkpoint(CHECKPOINT, {
                     "net": net.state_dict(), "w_opt": w_opt.state_dict(), "divergence": guard.state(),
-                    "rows": [[k, r] for k, r, _ in rows], "done": step + 1,
+                    "rows": [[k, r] for k, r, _ in rows], "order": order, "done": step + 1,
+                    "arch": [p.detach().cpu().clone() for p in params],  # which search this selection continues
                     "fixed": [[k, r, c] for (k, r), c in editor.fixed.items()], "decisions": decisions})
             with torch.no_grad():
                 for k, r, candidates in rows:
@@ -217,17 +220,26 @@ def select_by_perturbation(strategy: DifferentiableStrategy, run: Any, net: Netw
 CHECKPOINT = "select"
 
 
-def _resume(run: Any, rows: list[tuple[int, int, list[int]]], net: nn.Module, w_opt: torch.optim.Optimizer,
-            guard: Any, editor: WeightEditor, decisions: list[dict]) -> int:
+def _resume(run: Any, rows: list[tuple[int, int, list[int]]], order: list[int], params: list[nn.Parameter],
+            net: nn.Module, w_opt: torch.optim.Optimizer, guard: Any, editor: WeightEditor,
+            decisions: list[dict]) -> int:
     """Restore a selection stopped part-way (the ``select`` checkpoint): the tuned
     weights, the optimiser, the decided edges and their records. Returns how many edges
-    of the seeded order are done (0 without a checkpoint)."""
+    of the seeded order are done (0 without a checkpoint). The architecture weights do
+    not move during selection, so a checkpoint whose weights differ from the searched
+    ones continued another search (e.g. one re-run after its checkpoint was deleted)
+    and is set aside: selection starts again from this search's end."""
     ckpt = run.load_checkpoint(CHECKPOINT)
     if ckpt is None:
         return 0
-    if [list(map(int, kr)) for kr in ckpt["rows"]] != [[k, r] for k, r, _ in rows]:
-        raise RunFailed(f"checkpoints/{CHECKPOINT}.pt was written for other architecture rows than this "
-                        "supernet's; delete it to redo the selection from the search's end")
+    saved = ckpt.get("arch", [])
+    same = ([list(map(int, kr)) for kr in ckpt["rows"]] == [[k, r] for k, r, _ in rows]
+            and list(map(int, ckpt.get("order", []))) == order and len(saved) == len(params)
+            and all(a.shape == p.shape and torch.equal(a, p.detach().cpu()) for a, p in zip(saved, params, strict=True)))
+    if not same:
+        log(f"[select] checkpoints/{CHECKPOINT}.pt continued another search (other architecture weights): "
+            "selecting again from this search's end")
+        return 0
     net.load_state_dict(ckpt["net"])
     w_opt.load_state_dict(ckpt["w_opt"])
     guard.load_state(ckpt.get("divergence"))

@@ -12,7 +12,9 @@ differs:
   loss (beta-decay, latency, ...);
 * :meth:`DifferentiableStrategy.supernet_options`: features the space must build into
   the supernet (partial channels, ...);
-* :meth:`DifferentiableStrategy.on_epoch_start`: schedules (temperature, ...).
+* :meth:`DifferentiableStrategy.on_epoch_start`: schedules (temperature, ...);
+* :meth:`DifferentiableStrategy.on_selection_start`: what perturbation selection must
+  not see (DARTS-'s auxiliary skip).
 
 :attr:`DifferentiableStrategy.phase` says which pass is running (``"arch"``,
 ``"weight"`` or ``"eval"``), so a ``weight_fn`` can differ between them (SDARTS-RS
@@ -29,7 +31,6 @@ least N skip connections (after ``warmup_epochs``); the summary records it.
 (``selection: magnitude``), or the cell is read off the trained supernet by switching
 operations off one at a time (``selection: perturbation``, DARTS-PT; see
 ``_selection.py``).
-
 
 During the architecture step the weights do not require gradients, so no weight
 gradient is computed; during the weight step the logits do not.

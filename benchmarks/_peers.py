@@ -25,16 +25,25 @@ PEER_INSTALL = [
 
 
 def ensure_peers_venv(log: Callable[[str], None]) -> Path | None:
-    """The peers' python, creating the environment on first use; None (after logging
-    pip's error) when an install fails, e.g. without a package index."""
+    """The peers' python, building the environment on first use; None (after logging
+    the error) when it cannot be built, e.g. without a package index. An environment
+    counts as built once every install has succeeded (a marker file): one left
+    half-built by a failed or killed install is completed by the next call."""
     python = PEERS_VENV / "bin" / "python"
-    if python.exists():
+    marker = PEERS_VENV / ".dnas-peers-complete"
+    if marker.exists():
         return python
-    log(f"creating the peers' environment {PEERS_VENV} (AutoDL xautodl 1.0.0, NNI 3.0); a few minutes")
-    subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
+    log(f"building the peers' environment {PEERS_VENV} (AutoDL xautodl 1.0.0, NNI 3.0); a few minutes")
+    if not python.exists():
+        proc = subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], capture_output=True, text=True,
+                              check=False)
+        if proc.returncode:
+            log(f"peers: `python -m venv {PEERS_VENV}` failed:\n{proc.stderr[-2000:]}")
+            return None
     for args in PEER_INSTALL:
         proc = subprocess.run([str(python), "-m", "pip", *args], capture_output=True, text=True, check=False)
         if proc.returncode:
             log(f"peers: `pip {' '.join(args)}` failed:\n{proc.stderr[-2000:]}")
             return None
+    marker.write_text("every install of benchmarks/_peers.py PEER_INSTALL succeeded\n")
     return python

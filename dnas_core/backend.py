@@ -59,6 +59,14 @@ class Backend(Component):
         """Mixed-precision context for forward passes; a no-op by default (fp32)."""
         return contextlib.nullcontext()
 
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """Loss scaling for :meth:`autocast`'s precision. A backend whose autocast runs
+        in float16 returns an enabled scaler (small gradients, the architecture's first,
+        would underflow to zero); the default is a disabled one, which passes losses,
+        gradients and steps through unchanged. Training loops use it through
+        :func:`dnas_core.training.backward_step`."""
+        return torch.amp.GradScaler(self.device.type, enabled=False)
+
     def prepare(self, module: nn.Module) -> nn.Module:
         """Move a module to the device in the memory format this backend prefers."""
         return module.to(self.device)

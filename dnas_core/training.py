@@ -254,6 +254,45 @@ class DivergenceGuard:
                                 f"the last good checkpoint is kept, this state is not saved")
 
 
+def backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor],
+                  max_norm: float, scaler: torch.amp.GradScaler, guard: DivergenceGuard, epoch: int,
+                  optimizers: Sequence[torch.optim.Optimizer], after_backward: Any = None) -> bool:
+    """Backward pass, gradient clipping and optimiser step under the backend's loss
+    scaling (:meth:`dnas_core.backend.Backend.grad_scaler`). Returns whether the step
+    was taken.
+
+    ``after_backward`` runs on the (still scaled) gradients before they are unscaled,
+    e.g. a data-parallel all-reduce. With a disabled scaler this is ``backward``, clip,
+    the divergence guard's check and ``step``. With float16 loss scaling, a non-finite
+    gradient is first of all an overflow of the scale: the step is skipped and the scale
+    lowered, without counting a divergence, until the scale falls below 1, where the
+    gradient overflows unscaled and the divergence guard decides."""
+    scaler.scale(loss).backward()
+    if after_backward is not None:
+        after_backward()
+    scaler.unscale_(optimizer)
+    # clip_grad_norm_ returns the norm before clipping; max_norm=inf only measures it.
+    norm = nn.utils.clip_grad_norm_(params, max_norm)
+    if scaler.is_enabled() and scaler.get_scale() >= 1.0 and not distributed.all_ranks(math.isfinite(float(norm))):
+        scaler.step(optimizer)  # skipped: unscale_ found the non-finite gradient
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return False
+    if not guard.grads_ok(norm, epoch, optimizers):
+        scaler.update()
+        return False
+    scaler.step(optimizer)
+    scaler.update()
+    return True
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, state: dict[str, Any] | None) -> None:
+    """Restore a checkpointed loss scale (a disabled scaler, or a checkpoint written
+    without one, keeps its own)."""
+    if scaler.is_enabled() and state:
+        scaler.load_state_dict(state)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -279,12 +318,14 @@ def fit(run: Any, model: nn.Module, stage: str = "retrain") -> dict[str, float]:
         loss_fn = nn.CrossEntropyLoss(weight=loss_fn.weight, label_smoothing=cfg.label_smoothing)
     loss_fn = loss_fn.to(device)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+    scaler = backend.grad_scaler()
     start, last = 0, {}
     guard = DivergenceGuard.from_train_config(stage, cfg)
     ckpt = run.load_checkpoint(stage)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        load_scaler_state(scaler, ckpt.get("scaler"))
         start, last = int(ckpt["epoch"]) + 1, dict(ckpt.get("last", {}))
         guard.load_state(ckpt.get("divergence"))
         run.run_dir.truncate_metrics(stage, start)
@@ -309,12 +350,9 @@ def fit(run: Any, model: nn.Module, stage: str = "retrain") -> dict[str, float]:
                 if not guard.loss_ok(loss, epoch, [optimizer]):
                     continue
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                # clip_grad_norm_ returns the norm before clipping; max_norm=inf only measures it.
-                norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip or float("inf"))
-                if not guard.grads_ok(norm, epoch, [optimizer]):
+                if not backward_step(loss, optimizer, params, cfg.grad_clip or float("inf"), scaler, guard, epoch,
+                                     [optimizer]):
                     continue
-                optimizer.step()
                 n = target.shape[0]
                 total += float(loss.detach()) * n
                 count += n
@@ -337,7 +375,7 @@ def fit(run: Any, model: nn.Module, stage: str = "retrain") -> dict[str, float]:
                 guard.check_params(model, epoch)
                 run.save_checkpoint(
                     stage, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                            "last": last, "divergence": guard.state()}
+                            "last": last, "divergence": guard.state(), "scaler": scaler.state_dict()}
                 )
     return last
 

@@ -104,11 +104,16 @@ def test_cuda_device_gets_an_index(monkeypatch):
     assert _backend("cuda", device="cuda:0").device == torch.device("cuda", 0)  # an explicit index stays
 
 
-def test_cuda_amp_refuses_fp16_with_the_reason():
-    from dnas_core import get_plugin_manager
-
-    with pytest.raises(Exception, match="loss scaling"):
-        get_plugin_manager().registries.backends.create("cuda", {"amp": "fp16"})
+def test_cuda_amp_fp16_autocasts_in_float16_with_loss_scaling_and_bf16_without():
+    """fp16 (for pre-Ampere tensor cores) comes with an enabled GradScaler; bf16 and off
+    need none (tests/test_loss_scaling.py runs the loops under float16 scaling)."""
+    assert _backend("cuda", amp="fp16")._dtype() == torch.float16
+    assert _backend("cuda", amp="bf16")._dtype() == torch.bfloat16
+    assert _backend("cuda", amp="off")._dtype() is None
+    assert not _backend("cuda", amp="bf16").grad_scaler().is_enabled()
+    assert not _backend("cpu").grad_scaler().is_enabled()
+    if torch.cuda.is_available():
+        assert _backend("cuda", amp="fp16").grad_scaler().is_enabled()
 
 
 def test_tune_workers_get_one_gpu_each(monkeypatch):

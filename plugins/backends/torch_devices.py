@@ -13,7 +13,7 @@ import time
 from typing import Any, ContextManager, Literal, Optional
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 
 from dnas_core import Backend, ComponentConfig, hookimpl
@@ -72,29 +72,20 @@ class CPUBackend(Backend):
 
 class CUDAConfig(ComponentConfig):
     device: str = Field("cuda", pattern=r"^cuda(:\d+)?$")
-    amp: Literal["auto", "bf16", "off"] = Field(
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field(
         "auto", description="autocast precision; auto = bf16 on GPUs with native bf16 (Ampere and later), "
-        "else fp32"
+        "else fp32; fp16 (with loss scaling) for the tensor cores of older GPUs (Volta, Turing)"
     )
     compile: bool = Field(False, description="torch.compile the supernet/network (pays off on long runs)")
     channels_last: bool = True
     tf32: bool = True
-
-    @field_validator("amp", mode="before")
-    @classmethod
-    def _no_fp16(cls, v: Any) -> Any:
-        if v == "fp16":
-            raise ValueError("fp16 needs loss scaling (a GradScaler), which dnas's training loops do not do: "
-                             "small gradients, the architecture's first, would underflow to zero; use bf16 "
-                             "(Ampere or later) or off")
-        return v
 
 
 class CUDABackend(Backend):
     """PyTorch eager (optionally compiled) on an NVIDIA GPU with mixed precision."""
 
     name = "cuda"
-    description = "PyTorch on a CUDA GPU (bf16/fp16 autocast, optional torch.compile)"
+    description = "PyTorch on a CUDA GPU (bf16 or loss-scaled fp16 autocast, optional torch.compile)"
     Config = CUDAConfig
     auto_priority = 10
 
@@ -139,6 +130,8 @@ class CUDABackend(Backend):
         amp = self.config.amp
         if amp == "off":
             return None
+        if amp == "fp16":
+            return torch.float16
         # auto: bf16 only where the GPU has it natively (Ampere and later); torch's default
         # check also says yes where bf16 is merely emulated, which is slow and skips cuDNN
         native_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
@@ -151,6 +144,9 @@ class CUDABackend(Backend):
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler("cuda", enabled=self._dtype() == torch.float16)
 
     def prepare(self, module: nn.Module) -> nn.Module:
         module = module.to(self.device)

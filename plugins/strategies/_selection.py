@@ -47,7 +47,7 @@ from dnas_core import MixWeights
 from dnas_core import distributed as ddp
 from dnas_core.progress import log
 from dnas_core.seeding import derive_seed, torch_generator
-from dnas_core.training import iterate_batches, set_lr
+from dnas_core.training import iterate_batches, load_scaler_state, set_lr
 
 if TYPE_CHECKING:
     from dnas_core.space import Network
@@ -177,7 +177,7 @@ def select_by_perturbation(strategy: DifferentiableStrategy, run: Any, net: Netw
             val_loss(net, batches[:1], loss_fn, device, seed, cfg.sync_batch_norm)  # which tensors reach weight_fn
             rows = [(k, r, cand) for k, r, cand in _candidates(body, params, labels, excluded) if k in editor.seen]
             order = torch.randperm(len(rows), generator=torch_generator(seed, "select", "order")).tolist()
-            done = _resume(run, rows, order, params, net, w_opt, guard, editor, decisions)
+            done = _resume(run, rows, order, params, net, w_opt, guard, editor, decisions, strategy._scalers[0])
             for step, j in enumerate(order):
                 if step < done:  # decided (and tuned) before the run was stopped
                     continue
@@ -203,6 +203,7 @@ def select_by_perturbation(strategy: DifferentiableStrategy, run: Any, net: Netw
                                 seed, step, epoch)
                 run.save_checkpoint(CHECKPOINT, {
                     "net": net.state_dict(), "w_opt": w_opt.state_dict(), "divergence": guard.state(),
+                    "scaler": strategy._scalers[0].state_dict(),
                     "rows": [[k, r] for k, r, _ in rows], "order": order, "done": step + 1,
                     "arch": [p.detach().cpu().clone() for p in params],  # which search this selection continues
                     "fixed": [[k, r, c] for (k, r), c in editor.fixed.items()], "decisions": decisions})
@@ -222,7 +223,7 @@ CHECKPOINT = "select"
 
 def _resume(run: Any, rows: list[tuple[int, int, list[int]]], order: list[int], params: list[nn.Parameter],
             net: nn.Module, w_opt: torch.optim.Optimizer, guard: Any, editor: WeightEditor,
-            decisions: list[dict]) -> int:
+            decisions: list[dict], scaler: torch.amp.GradScaler) -> int:
     """Restore a selection stopped part-way (the ``select`` checkpoint): the tuned
     weights, the optimiser, the decided edges and their records. Returns how many edges
     of the seeded order are done (0 without a checkpoint). The architecture weights do
@@ -243,6 +244,7 @@ def _resume(run: Any, rows: list[tuple[int, int, list[int]]], order: list[int], 
     net.load_state_dict(ckpt["net"])
     w_opt.load_state_dict(ckpt["w_opt"])
     guard.load_state(ckpt.get("divergence"))
+    load_scaler_state(scaler, ckpt.get("scaler"))
     editor.fixed.update({(int(k), int(r)): int(c) for k, r, c in ckpt["fixed"]})
     decisions.extend(ckpt["decisions"])
     done = int(ckpt["done"])

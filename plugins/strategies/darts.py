@@ -148,6 +148,12 @@ class DARTS(DifferentiableStrategy):
     description = "DARTS (first or second order): softmax relaxation, alternating updates"
     Config = DARTSConfig
 
+    def loss_scaling_refusal(self) -> str | None:
+        if self.config.order == "second":
+            return ("strategy.order: second takes a finite-difference Hessian-vector product of unscaled "
+                    "gradients, which float16 would round away (use order: first)")
+        return None
+
     def arch_step(self, net, batch_a, batch_w, loss_fn, a_opt, w_opt, backend) -> float:
         cfg = self.config
         if cfg.order == "first":

@@ -53,7 +53,16 @@ from dnas_core.constraints import SupernetConstraint
 from dnas_core.progress import log
 from dnas_core.seeding import derive_seed, torch_generator
 from dnas_core.space import Network, Supernet
-from dnas_core.training import DivergenceGuard, iterate_batches, lr_at, num_batches, set_lr, start_epoch
+from dnas_core.training import (
+    DivergenceGuard,
+    backward_step,
+    iterate_batches,
+    load_scaler_state,
+    lr_at,
+    num_batches,
+    set_lr,
+    start_epoch,
+)
 
 from ._selection import select_by_perturbation
 
@@ -212,11 +221,9 @@ class DifferentiableStrategy(Strategy):
                 # into the output node) computes zeros whatever the logits. Their
                 # gradient is exactly zero, so there is nothing to update.
                 return float(loss.detach())
-            loss.backward()
-            norm = nn.utils.clip_grad_norm_(net.body.arch_parameters(), float("inf"))
-            if not guard.grads_ok(norm, self.epoch, self._optimizers):
+            if not backward_step(loss, a_opt, net.body.arch_parameters(), float("inf"), self._scalers[1], guard,
+                                 self.epoch, self._optimizers):
                 return float("nan")
-            a_opt.step()
         finally:
             _requires_grad(weights, True)
         return float(loss.detach())
@@ -234,12 +241,11 @@ class DifferentiableStrategy(Strategy):
             guard = self._divergence_guard()
             if not guard.loss_ok(loss, self.epoch, self._optimizers):
                 return float("nan"), 0
-            loss.backward()
-            ddp.sync_gradients(self._weights, self._share_w)  # data-parallel: average before clipping
-            norm = nn.utils.clip_grad_norm_(self._weights, self.config.grad_clip)
-            if not guard.grads_ok(norm, self.epoch, self._optimizers):
+            # data-parallel: the gradients are averaged before clipping
+            if not backward_step(loss, w_opt, self._weights, self.config.grad_clip, self._scalers[0], guard, self.epoch,
+                                 self._optimizers, after_backward=lambda: ddp.sync_gradients(self._weights,
+                                                                                             self._share_w)):
                 return float("nan"), 0
-            w_opt.step()
         finally:
             _requires_grad(arch, True)
         # None: accuracy is not defined for this output (a score per example, as recsys)
@@ -250,6 +256,13 @@ class DifferentiableStrategy(Strategy):
     #: Search epoch being run (schedules and the divergence guard's messages use it).
     epoch: int = 0
     _optimizers: list = []
+    #: Loss scaling of the weight and the architecture step (the backend's grad_scaler;
+    #: disabled unless autocast runs in float16).
+    _scalers: tuple = (torch.amp.GradScaler("cpu", enabled=False),) * 2
+    def loss_scaling_refusal(self) -> str | None:
+        """Why this strategy's architecture step cannot run under float16 loss scaling
+        (``backend.amp: fp16``), or None when it can."""
+        return None
 
     def _divergence_guard(self) -> DivergenceGuard:
         """The run's ``train.divergence`` policy in the search loop: a step whose loss or
@@ -302,6 +315,10 @@ class DifferentiableStrategy(Strategy):
         self._weights = [p for p in net.parameters() if id(p) not in arch_ids]
         w_opt, a_opt = self.make_optimizers(net)
         self._optimizers = [w_opt, a_opt]
+        self._scalers = (backend.grad_scaler(), backend.grad_scaler())
+        if self._scalers[0].is_enabled() and (why := self.loss_scaling_refusal()):
+            raise IncompatibleError(f"backend.amp: fp16 needs loss scaling, which {self.name} cannot use: {why}; "
+                                    "use backend.amp: bf16 or off")
         excluded = self._excluded_columns(body)
         self._guard = guard = DivergenceGuard.from_train_config("search", run.manifest.train)
         loss_fn = task.loss_fn().to(device)
@@ -314,6 +331,8 @@ class DifferentiableStrategy(Strategy):
             net.load_state_dict(ckpt["net"])
             w_opt.load_state_dict(ckpt["w_opt"])
             a_opt.load_state_dict(ckpt["a_opt"])
+            for scaler, state in zip(self._scalers, ckpt.get("scalers") or [None, None], strict=True):
+                load_scaler_state(scaler, state)
             self.load_extra_state(ckpt.get("extra", {}))
             guard.load_state(ckpt.get("divergence"))
             start = int(ckpt["epoch"]) + 1
@@ -409,6 +428,7 @@ class DifferentiableStrategy(Strategy):
                     guard.check_params(net, epoch)
                     run.save_checkpoint("search", {"net": net.state_dict(), "w_opt": w_opt.state_dict(),
                                                    "a_opt": a_opt.state_dict(), "epoch": epoch,
+                                                   "scalers": [sc.state_dict() for sc in self._scalers],
                                                    "extra": self.extra_state(), "divergence": guard.state(),
                                                    "stopped": stopped})
                 if stopped:

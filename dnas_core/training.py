@@ -261,23 +261,26 @@ def backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: 
     scaling (:meth:`dnas_core.backend.Backend.grad_scaler`). Returns whether the step
     was taken.
 
-    ``after_backward`` runs on the (still scaled) gradients before they are unscaled,
-    e.g. a data-parallel all-reduce. With a disabled scaler this is ``backward``, clip,
-    the divergence guard's check and ``step``. With float16 loss scaling, a non-finite
-    gradient is first of all an overflow of the scale: the step is skipped and the scale
-    lowered, without counting a divergence, until the scale falls below 1, where the
-    gradient overflows unscaled and the divergence guard decides."""
+    ``after_backward`` runs on the (still scaled) gradients before they are unscaled:
+    a data-parallel all-reduce, so that every rank finds the same overflow. With a
+    disabled scaler this is ``backward``, clip, the divergence guard's check and
+    ``step``. With float16 loss scaling, a gradient that overflowed is first of all an
+    overflow of the scale: the step is skipped and the scale halved, without counting a
+    divergence, until the scale falls below 1, where the gradient overflows unscaled
+    and the divergence guard decides (as it does for a non-finite gradient norm)."""
     scaler.scale(loss).backward()
     if after_backward is not None:
         after_backward()
     scaler.unscale_(optimizer)
     # clip_grad_norm_ returns the norm before clipping; max_norm=inf only measures it.
     norm = nn.utils.clip_grad_norm_(params, max_norm)
-    if scaler.is_enabled() and scaler.get_scale() >= 1.0 and not distributed.all_ranks(math.isfinite(float(norm))):
-        scaler.step(optimizer)  # skipped: unscale_ found the non-finite gradient
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        return False
+    if scaler.is_enabled():
+        found = any(bool(v) for v in scaler._found_inf_per_device(optimizer).values())
+        if not distributed.all_ranks(not found) and scaler.get_scale() >= 1.0:
+            # the same new scale on every rank (update() would read each rank's own record)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
+            return False
     if not guard.grads_ok(norm, epoch, optimizers):
         scaler.update()
         return False
@@ -366,6 +369,8 @@ def fit(run: Any, model: nn.Module, stage: str = "retrain") -> dict[str, float]:
             if guard.skipped:
                 metrics["skipped_steps"] = guard.skipped
                 metrics["lr_scale"] = guard.lr_scale
+            if scaler.is_enabled():  # float16: the loss scale after this epoch's overflows
+                metrics["loss_scale"] = scaler.get_scale()
             if not cfg.include_val and len(data.val) and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
                 val = task.evaluate(model, data.val, device)
                 metrics.update({f"val_{k}": v for k, v in val.items()})

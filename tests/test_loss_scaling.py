@@ -48,6 +48,18 @@ def test_a_gradient_that_overflows_unscaled_is_a_divergence() -> None:
     assert not took and torch.equal(p, torch.ones(3))
 
 
+def test_finite_gradients_whose_norm_overflows_are_a_divergence_not_a_scale_overflow() -> None:
+    """Every gradient is finite (so the scaler finds no overflow), but their norm is not:
+    the divergence guard decides, and no step is taken."""
+    p = torch.nn.Parameter(torch.ones(4))
+    opt = torch.optim.SGD([p], lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+    loss = (p * 3e38).sum()
+    with pytest.raises(RunFailed, match="gradient norm"):
+        backward_step(loss, opt, [p], math.inf, scaler, DivergenceGuard("test"), 0, [opt])
+    assert torch.equal(p.detach(), torch.ones(4)) and scaler.get_scale() == 1.0
+
+
 def test_a_disabled_scaler_leaves_the_step_as_it_was() -> None:
     p = torch.nn.Parameter(torch.ones(2))
     opt = torch.optim.SGD([p], lr=0.5)
@@ -84,6 +96,8 @@ def test_search_and_retraining_train_under_float16_loss_scaling(tmp_path, monkey
     retrain = torch.load(run_dir / "checkpoints" / "retrain.pt", weights_only=True)
     for state in (*search["scalers"], retrain["scaler"]):
         assert 1.0 <= state["scale"] < INIT_SCALE
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["loss_scale"] == retrain["scaler"]["scale"]  # logged per epoch
     # and the losses follow the float32 run's
     assert fp16["retrain"][-1] < fp16["retrain"][0]
     for stage in ("search", "retrain"):

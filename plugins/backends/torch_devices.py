@@ -137,7 +137,7 @@ class CUDABackend(Backend):
         native_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
         if amp == "bf16" or native_bf16:
             return torch.bfloat16
-        return None  # auto without native bf16: fp32 (fp16 would need loss scaling)
+        return None  # auto without native bf16: fp32 (fp16, with loss scaling, is opt-in: amp: fp16)
 
     def autocast(self) -> ContextManager[Any]:
         dtype = self._dtype()

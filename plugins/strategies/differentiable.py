@@ -221,8 +221,12 @@ class DifferentiableStrategy(Strategy):
                 # into the output node) computes zeros whatever the logits. Their
                 # gradient is exactly zero, so there is nothing to update.
                 return float(loss.detach())
+            # data-parallel under loss scaling: every rank unscales the averaged gradients, so
+            # all find the same overflow (a_opt's pre-step hook averages them again: a no-op)
+            sync = (lambda: ddp.sync_gradients(net.body.arch_parameters(), self._share_a)) \
+                if self._scalers[1].is_enabled() and ddp.is_distributed() else None
             if not backward_step(loss, a_opt, net.body.arch_parameters(), float("inf"), self._scalers[1], guard,
-                                 self.epoch, self._optimizers):
+                                 self.epoch, self._optimizers, after_backward=sync):
                 return float("nan")
         finally:
             _requires_grad(weights, True)
@@ -415,6 +419,9 @@ class DifferentiableStrategy(Strategy):
                 if guard.skipped:
                     metrics["skipped_steps"] = guard.skipped
                     metrics["lr_scale"] = guard.lr_scale
+                if self._scalers[0].is_enabled():  # float16: the loss scales after this epoch's overflows
+                    metrics["loss_scale"] = self._scalers[0].get_scale()
+                    metrics["arch_loss_scale"] = self._scalers[1].get_scale()
                 metrics.update(self.epoch_metrics(body))
                 metrics.update(self._arch_metrics(body))
                 derived = space.derive(net)

@@ -263,6 +263,7 @@ class DifferentiableStrategy(Strategy):
     #: Loss scaling of the weight and the architecture step (the backend's grad_scaler;
     #: disabled unless autocast runs in float16).
     _scalers: tuple = (torch.amp.GradScaler("cpu", enabled=False),) * 2
+
     def loss_scaling_refusal(self) -> str | None:
         """Why this strategy's architecture step cannot run under float16 loss scaling
         (``backend.amp: fp16``), or None when it can."""

@@ -352,18 +352,20 @@ def fit(run: Any, model: nn.Module, stage: str = "retrain") -> dict[str, float]:
                     loss = loss_fn(out.float(), target)
                 if not guard.loss_ok(loss, epoch, [optimizer]):
                     continue
-                optimizer.zero_grad(set_to_none=True)
-                if not backward_step(loss, optimizer, params, cfg.grad_clip or float("inf"), scaler, guard, epoch,
-                                     [optimizer]):
-                    continue
+                # every finite loss counts, also that of a step skipped below (a float16
+                # scale overflow): the epoch's loss is what the model scored
                 n = target.shape[0]
                 total += float(loss.detach()) * n
                 count += n
                 if out.dim() == 2 and out.shape[1] > 1 and target.dim() == 1:
                     has_accuracy = True
                     correct += int((out.argmax(1) == target).sum())
+                optimizer.zero_grad(set_to_none=True)
+                backward_step(loss, optimizer, params, cfg.grad_clip or float("inf"), scaler, guard, epoch, [optimizer])
                 bar.step(loss=total / max(count, 1))
-            metrics: dict[str, float] = {"train_loss": total / max(count, 1), "lr": optimizer.param_groups[0]["lr"]}
+            # NaN, not 0, when no batch had a finite loss
+            metrics: dict[str, float] = {"train_loss": total / count if count else math.nan,
+                                         "lr": optimizer.param_groups[0]["lr"]}
             if has_accuracy:  # a real 0 accuracy is logged too
                 metrics["train_accuracy"] = correct / max(count, 1)
             if guard.skipped:

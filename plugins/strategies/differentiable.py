@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 from typing import Any, Iterator, Literal, Optional
 
 import torch
@@ -225,9 +226,9 @@ class DifferentiableStrategy(Strategy):
             # all find the same overflow (a_opt's pre-step hook averages them again: a no-op)
             sync = (lambda: ddp.sync_gradients(net.body.arch_parameters(), self._share_a)) \
                 if self._scalers[1].is_enabled() and ddp.is_distributed() else None
-            if not backward_step(loss, a_opt, net.body.arch_parameters(), float("inf"), self._scalers[1], guard,
-                                 self.epoch, self._optimizers, after_backward=sync):
-                return float("nan")
+            # a step skipped here (scale overflow, non-finite gradient) still scored this loss
+            backward_step(loss, a_opt, net.body.arch_parameters(), float("inf"), self._scalers[1], guard,
+                          self.epoch, self._optimizers, after_backward=sync)
         finally:
             _requires_grad(weights, True)
         return float(loss.detach())
@@ -246,10 +247,9 @@ class DifferentiableStrategy(Strategy):
             if not guard.loss_ok(loss, self.epoch, self._optimizers):
                 return float("nan"), 0
             # data-parallel: the gradients are averaged before clipping
-            if not backward_step(loss, w_opt, self._weights, self.config.grad_clip, self._scalers[0], guard, self.epoch,
-                                 self._optimizers, after_backward=lambda: ddp.sync_gradients(self._weights,
-                                                                                             self._share_w)):
-                return float("nan"), 0
+            # a step skipped here (scale overflow, non-finite gradient) still scored this loss
+            backward_step(loss, w_opt, self._weights, self.config.grad_clip, self._scalers[0], guard, self.epoch,
+                          self._optimizers, after_backward=lambda: ddp.sync_gradients(self._weights, self._share_w))
         finally:
             _requires_grad(arch, True)
         # None: accuracy is not defined for this output (a score per example, as recsys)
@@ -395,11 +395,11 @@ class DifferentiableStrategy(Strategy):
                                 batch_a = (task.augment(batch_a[0], aug_gen), batch_a[1])
                             batch_a, self._share_a = ddp.shard_batch(batch_a, device)
                             a_loss = self.arch_step(net, batch_a, (xw, yw), loss_fn, a_opt, w_opt, backend)
-                            if a_loss == a_loss:  # NaN: the divergence guard skipped the step
+                            if a_loss == a_loss:  # NaN: the loss was not finite (the divergence guard)
                                 arch_total += self._share_a * a_loss
                                 arch_steps += 1
                         loss, correct = self.weight_step(net, (xw, yw), loss_fn, w_opt, backend)
-                    if loss != loss:  # skipped by the divergence guard
+                    if loss != loss:  # a non-finite loss (the divergence guard skipped its step)
                         continue
                     tot_loss += loss * yw.shape[0]
                     tot_n += yw.shape[0]
@@ -408,7 +408,7 @@ class DifferentiableStrategy(Strategy):
                         tot_correct += correct
                     bar.step(loss=tot_loss / max(tot_n, 1))
                 tot_loss, tot_n, tot_correct, arch_total = ddp.sum_over_ranks([tot_loss, tot_n, tot_correct, arch_total])
-                metrics: dict[str, Any] = {"train_loss": tot_loss / max(tot_n, 1)}
+                metrics: dict[str, Any] = {"train_loss": tot_loss / tot_n if tot_n else math.nan}
                 if has_accuracy:
                     metrics["train_accuracy"] = tot_correct / max(tot_n, 1)
                 if arch_steps:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -112,3 +113,93 @@ def test_second_order_darts_refuses_float16_loss_scaling(tmp_path, fp16_cpu) -> 
     path.write_text(yaml.safe_dump(m))
     with pytest.raises(IncompatibleError, match="backend.amp: fp16.*order: second"):
         run_manifest(path, out=tmp_path / "run")
+
+
+# -- in fresh interpreters: two data-parallel processes, a killed and resumed run ------
+# They select the CPU backend under float16 autocast from a test plugin installed on
+# PYTHONPATH (tests/dnas_test_fp16_cpu.py), since a monkeypatch does not reach them.
+
+
+@pytest.fixture
+def fp16_plugin(tmp_path, monkeypatch):
+    """The float16 CPU backend installed for subprocesses; its module for this one."""
+    import dnas_test_fp16_cpu
+
+    site = dnas_test_fp16_cpu.install(tmp_path / "fp16_site")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p))
+    return dnas_test_fp16_cpu
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without torch.distributed")
+def test_two_float16_processes_skip_overflows_together(tmp_path, fp16_plugin) -> None:
+    """Data parallelism under loss scaling: the first steps overflow, the ranks skip
+    them together (a rank that stepped while the other skipped would hang at the next
+    all-reduce or split the ranks apart) and end with identical architectures.
+
+    The run is not the one-process run step for step, unlike in float32: each rank's
+    loss is the mean over its half batch, so its float16 gradients are twice the
+    one-process ones and overflow at half the scale (the scales end up to
+    ``world_size`` times lower), and float16 rounding alone moves the architecture
+    weights, whose Adam steps follow the sign of tiny gradients, by as much as a
+    float32 run differs from a float16 one. What must hold is that the search trains:
+    its losses follow the one-process run's."""
+    from test_tune_ddp import MANIFEST, run_two_processes
+
+    from dnas_core import get_plugin_manager
+    from dnas_core.orchestrator import run_manifest
+    from dnas_core.rundir import RunDir
+
+    spec = {**MANIFEST, "backend": {"type": "cpu_fp16_test", "threads": 1, "channels_last": False},
+            "train": {"epochs": 1}, "export": None}
+    m, _ = run_two_processes(spec, tmp_path)
+    one_dir, _ = run_manifest(m, out=tmp_path / "one", pm=get_plugin_manager(extra_plugins=[fp16_plugin]))
+    two_dir = tmp_path / "two"
+
+    assert RunDir(two_dir).status()["status"] == "completed"
+    summary = RunDir(two_dir).read_json("search_summary.json")
+    assert summary["data_parallel"] == {"world_size": 2, "max_arch_difference_between_ranks": 0.0}
+    s1, s2 = ([s["scale"] for s in RunDir(d).load_checkpoint("search")["scalers"]] for d in (one_dir, two_dir))
+    for one, two_ in zip(s1, s2, strict=True):
+        assert 1.0 <= two_ < fp16_plugin.INIT_SCALE  # overflows happened, and were skipped
+        assert one / 2 <= two_ <= one, (s1, s2)
+    l1, l2 = ([r["train_loss"] for r in RunDir(d).metrics() if r["stage"] == "search"] for d in (one_dir, two_dir))
+    assert len(l1) == len(l2) == 2 and all(math.isfinite(v) for v in l2)
+    assert l2[-1] < l2[0] and abs(l1[-1] - l2[-1]) < 0.1, (l1, l2)
+
+
+@pytest.mark.parametrize("kill_after", [2, 6], ids=["in-search", "in-retraining"])
+def test_a_killed_float16_run_resumes_with_its_loss_scales(kill_after, tmp_path, fp16_plugin) -> None:
+    """SIGKILL a float16 run once a checkpoint holds backed-off loss scales (after 2 of
+    the 4 search epochs, or 2 of the 3 retraining epochs) and resume it: it must end
+    exactly as the uninterrupted run did. Resuming with fresh scalers (2^19 again)
+    would overflow, skip steps the uninterrupted run took, and log other scales."""
+    import random
+
+    from conftest import MINI_MANIFEST
+
+    from dnas_core.testing.faults import (
+        compare_runs,
+        kill_and_resume,
+        leftovers,
+        run_cli,
+    )
+
+    overrides = ["backend.type=cpu_fp16_test", "strategy.epochs=4", "train.epochs=3", "export=null"]
+    ref = tmp_path / "ref"
+    res = run_cli(["run", str(MINI_MANIFEST), *overrides, "--out", str(ref)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    records = [json.loads(line) for line in (ref / "metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in records] == ["search"] * 4 + ["retrain"] * 3
+    assert all(r["loss_scale"] < fp16_plugin.INIT_SCALE for r in records)
+    # the loss of a skipped step counts too: the first search epoch, whose one step
+    # overflowed, reports the loss it scored (about ln 10), not 0
+    assert all(1.0 < r["train_loss"] < 3.0 for r in records), [r["train_loss"] for r in records]
+
+    # the record of epoch k is written before its checkpoint: once kill_after records
+    # are there, the checkpoint of epoch kill_after - 2 (at least) is on disk
+    trial = kill_and_resume(MINI_MANIFEST, tmp_path / "killed", random.Random(0), epochs=7, overrides=overrides,
+                            target=kill_after, max_delay=0.0)
+    assert trial.killed, "the run finished before the kill"
+    assert trial.resume_rc == 0, f"resume failed: {trial.resume_stderr}"
+    assert compare_runs(ref, tmp_path / "killed") == []
+    assert leftovers(tmp_path / "killed") == []

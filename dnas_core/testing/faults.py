@@ -57,12 +57,15 @@ class KillTrial:
 
 
 def kill_and_resume(manifest: str | Path, out: Path, rng: random.Random, epochs: int,
-                    overrides: Sequence[str] = (), timeout: float = 600) -> KillTrial:
+                    overrides: Sequence[str] = (), timeout: float = 600, target: int | None = None,
+                    max_delay: float = 0.5) -> KillTrial:
     """Start ``dnas run``, SIGKILL it once ``k`` epoch records (random in
-    ``[0, epochs)``, search and retrain epochs together) are in metrics.jsonl plus a
-    random delay of up to half a second, then ``dnas run --resume`` it to the end."""
-    target = rng.randrange(0, epochs)
-    delay = rng.uniform(0.0, 0.5)
+    ``[0, epochs)`` unless ``target`` names it; search and retrain epochs together) are
+    in metrics.jsonl plus a random delay of up to ``max_delay`` seconds, then ``dnas run
+    --resume`` it to the end."""
+    drawn = rng.randrange(0, epochs)
+    target = drawn if target is None else target
+    delay = rng.uniform(0.0, max_delay)
     proc = subprocess.Popen([sys.executable, "-m", "dnas_core", "run", str(manifest), *overrides, "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cli_env())
     start = time.monotonic()

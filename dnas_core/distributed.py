@@ -231,6 +231,19 @@ def max_rank_difference(tensors: Sequence[torch.Tensor]) -> float:
     return max(float((g - gathered[0]).abs().max()) for g in gathered)
 
 
+def from_rank_zero(t: torch.Tensor) -> torch.Tensor:
+    """Rank 0's ``t`` on every rank (one broadcast; ``t`` itself outside data-parallel
+    runs). For random draws that must agree everywhere, such as the noise behind a
+    sampled path: the ranks' generators drift apart as soon as their slices of a batch
+    differ in size (a batch that does not divide evenly) and a layer such as dropout
+    draws per example."""
+    if not is_distributed():
+        return t
+    buf = _for_collective(t.detach().contiguous().clone())
+    dist.broadcast(buf, src=0)
+    return buf.to(t.device)
+
+
 def broadcast_module(module: nn.Module) -> None:
     """Copy rank 0's parameters and buffers to every rank."""
     if not is_distributed():
@@ -405,4 +418,4 @@ def _supervise(child: subprocess.Popen) -> tuple[int, bool]:
 
 
 __all__ = ["init_from_env", "is_distributed", "rank", "world_size", "is_main", "shard_batch", "sync_gradients",
-           "sum_over_ranks", "max_rank_difference", "global_batch_norm", "broadcast_module", "broadcast_object", "FollowerRunDir", "launch", "shutdown", "average", "all_ranks"]
+           "sum_over_ranks", "max_rank_difference", "global_batch_norm", "broadcast_module", "broadcast_object", "from_rank_zero", "FollowerRunDir", "launch", "shutdown", "average", "all_ranks"]

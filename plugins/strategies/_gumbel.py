@@ -9,6 +9,8 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from dnas_core import distributed as ddp
+
 from .differentiable import DifferentiableConfig
 
 
@@ -28,9 +30,11 @@ def temperature(epoch: int, epochs: int, tau_max: float, tau_min: float, schedul
 
 
 def gumbel_noise(like: torch.Tensor) -> torch.Tensor:
-    """Standard Gumbel samples (finite: the uniform is kept away from 0 and 1)."""
+    """Standard Gumbel samples (finite: the uniform is kept away from 0 and 1). In a
+    data-parallel run every rank uses rank 0's, so that all sample the same path (and
+    issue the same collectives) even when their random generators have drifted apart."""
     u = torch.rand_like(like).clamp_(1e-10, 1.0 - 1e-7)
-    return -torch.log(-torch.log(u))
+    return ddp.from_rank_zero(-torch.log(-torch.log(u)))
 
 
 def gumbel_softmax(alpha: torch.Tensor, tau: float) -> torch.Tensor:

@@ -14,6 +14,7 @@ import torch
 from pydantic import Field
 
 from dnas_core import MixWeights, hookimpl
+from dnas_core import distributed as ddp
 
 from .differentiable import DifferentiableConfig, DifferentiableStrategy
 
@@ -39,7 +40,8 @@ class SDARTSRS(DifferentiableStrategy):
     def weight_fn(self, alpha: torch.Tensor) -> MixWeights:
         w = torch.softmax(alpha, dim=-1)
         if self.phase == "weight" and self.eps:
-            w = w + (torch.rand_like(w) * 2 - 1) * self.eps
+            # rank 0's noise on every rank of a data-parallel run, as GDAS's samples
+            w = w + ddp.from_rank_zero(torch.rand_like(w) * 2 - 1) * self.eps
         return MixWeights(w)
 
     def epoch_metrics(self, supernet) -> dict[str, float]:

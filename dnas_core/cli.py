@@ -317,6 +317,10 @@ def _tune(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if args.workers < 1 or (args.n_trials is not None and args.n_trials < 0):
         parser.error("tune: --workers must be >= 1 and --n-trials >= 0")
+    if args.from_command_line:
+        # SIGTERM/SIGHUP stop the study as Ctrl-C does: the running trials are marked
+        # interrupted (the next start resumes them) and --workers N terminates its workers
+        _interrupt_on_sigterm()
     if args.worker_index is not None:  # one of the processes that --workers N started
         from pathlib import Path
 

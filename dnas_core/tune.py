@@ -286,19 +286,34 @@ def objective_values(cfg: TuneConfig, values: dict[str, float]) -> list[float]:
 # --------------------------------------------------------------------------------------
 
 
+class PruneMetricMissing(StopRun):
+    """The search logs no metric of the name the pruner watches: a configuration error
+    that ends the trial and stops the worker (every trial would run unpruned)."""
+
+
 class PruningReporter:
     """Registered as a plugin for one trial's run: reports the search stage's
     per-epoch metric to the trial and stops the run when the pruner says so."""
 
-    def __init__(self, trial: optuna.Trial, metric: str | None, multi_objective: bool):
+    def __init__(self, trial: optuna.Trial, metric: str | None, multi_objective: bool, cfg: TuneConfig | None = None):
         self.trial = trial
         self.metric = metric
         self.enabled = not multi_objective and metric is not None  # None: no per-epoch counterpart
+        self.cfg = cfg
         self.reported = 0
 
     @hookimpl
     def dnas_epoch_end(self, run, stage: str, epoch: int, metrics: dict[str, float]) -> None:
-        if not self.enabled or stage != "search" or self.metric not in metrics:
+        if not self.enabled or stage != "search":
+            return
+        if self.metric not in metrics:
+            cfg = self.cfg
+            if cfg is not None and cfg.pruner.type != "none":
+                where = ("tune.prune_metric" if cfg.prune_metric
+                         else f"tune.prune_metric (derived from the objective {cfg.objectives[0].metric})")
+                logged = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and "/" not in k)
+                raise PruneMetricMissing(f"{where}: the search logs no {self.metric!r}, so the {cfg.pruner.type} "
+                                         f"pruner would never see a value; it logs {', '.join(logged)}")
             return
         value = float(metrics[self.metric])
         if not math.isfinite(value):
@@ -332,10 +347,17 @@ class _Objective:
         cfg = self.cfg
         params = suggest(trial, cfg)
         orch = None
-        retried = retried_from(trial)
-        if retried is not None:
-            previous = self.study_dir / "trials" / f"trial-{retried:04d}"
-            status = RunDir(previous).status().get("status") if RunDir(previous).exists("manifest.yaml") else None
+        # the run to resume: that of the latest attempt that got as far as creating one
+        # (a retry resumes its predecessor's run; one whose predecessor died before
+        # creating its run, or ran on a machine without this study folder, made its own)
+        retried, previous, status = None, None, None
+        chain = retried_from(trial)
+        for number in reversed(chain):
+            folder = self.study_dir / "trials" / f"trial-{number:04d}"
+            if RunDir(folder).exists("manifest.yaml"):
+                retried, previous, status = number, folder, RunDir(folder).status().get("status")
+                break
+        if previous is not None:
             if status == "completed" and RunDir(previous).exists("result.json"):
                 # stopped after its run had finished (while the run announced its end):
                 # the result stands, nothing to train again
@@ -348,7 +370,9 @@ class _Objective:
         if orch is None:
             out = self.study_dir / "trials" / f"trial-{trial.number:04d}"
             data = trial_manifest(apply_overrides(read_yaml(self.manifest_path), [*self.overrides, *cfg.overrides]),
-                                  {**params, **({"seed": self.base_seed + trial.number} if cfg.vary_seed else {})})
+                                  # a retry's seed is the killed trial's
+                                  {**params, **({"seed": self.base_seed + (chain[0] if chain else trial.number)}
+                                                if cfg.vary_seed else {})})
             data.pop("tune", None)  # the trial is a plain run; the study holds the tuning set-up
             # The trial's manifest is written out (not passed as text overrides) so that
             # every sampled value reaches it unchanged.
@@ -359,10 +383,13 @@ class _Objective:
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
         log(f"[tune] trial {trial.number}: {', '.join(f'{k}={v}' for k, v in params.items())} -> {run_dir}")
-        reporter = PruningReporter(trial, cfg.resolved_prune_metric(), len(cfg.objectives) > 1)
+        reporter = PruningReporter(trial, cfg.resolved_prune_metric(), len(cfg.objectives) > 1, cfg)
         self.pm.register(reporter, name=f"tune-pruning:{trial.number}:{id(reporter)}")
         try:
             result = orch.run()
+        except PruneMetricMissing as exc:
+            orch.run_dir.set_status("failed", error=str(exc))
+            raise UsageError(str(exc)) from None
         except TrialPruned as exc:
             orch.run_dir.set_status("pruned", reason=str(exc))
             raise optuna.TrialPruned(str(exc)) from None
@@ -396,6 +423,8 @@ def load_tune_config(manifest_path: str | Path, overrides: list[str], pm: DnasPl
     cfg = manifest.tune
     if cfg is None:
         raise UsageError(f"{manifest_path}: no tune: section (it declares the parameters to tune)")
+    if cfg.overrides:  # the manifest every trial starts from: its seed and epochs set up the study
+        manifest = load_manifest(manifest_path, pm.registries, [*overrides, *cfg.overrides])
     data = apply_overrides(read_yaml(manifest_path), [*overrides, *cfg.overrides])
     for key, spec in cfg.params.items():
         probes = spec.choices if isinstance(spec, CategoricalParam) else [spec.low, spec.high]
@@ -428,12 +457,15 @@ def open_study(storage: BaseStorage, name: str, cfg: TuneConfig, seed: int, max_
     return study
 
 
-def retried_from(trial: optuna.Trial) -> int | None:
-    """The number of the killed trial that ``trial`` retries, or None."""
+def retried_from(trial: optuna.Trial) -> list[int]:
+    """The killed trials that ``trial`` retries, oldest first (the first is the trial
+    that was killed, then each earlier retry of it); empty for a fresh trial."""
     for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if t.number == trial.number:
-            return t.system_attrs.get("failed_trial")  # set by the retry callback
-    return None
+            history = t.system_attrs.get("retry_history")  # set by the retry callback
+            first = t.system_attrs.get("failed_trial")
+            return [int(n) for n in history] if history else ([int(first)] if first is not None else [])
+    return []
 
 
 def budget_used(trials: Sequence[FrozenTrial]) -> int:
@@ -467,6 +499,25 @@ def _heartbeat_missed(trial: FrozenTrial, cfg: TuneConfig) -> bool:
     return beat is None or time.time() - float(beat) > cfg.heartbeat_s
 
 
+def _await_heartbeat_lapse(storage: BaseStorage, trial: FrozenTrial, cfg: TuneConfig) -> FrozenTrial | None:
+    """``trial`` (refreshed) once its last heartbeat is more than one interval old, or
+    None if it beats again or stops running meanwhile. Right after a kill the last beat
+    is recent: waiting out the rest of one interval (at most ``heartbeat_s``) tells a
+    dead worker from a live one whose pid only looks dead."""
+    announced = False
+    while not _heartbeat_missed(trial, cfg):
+        beat = float(trial.system_attrs[_HEARTBEAT_ATTR])
+        if not announced:
+            log(f"[tune] trial {trial.number}: its worker is gone; waiting up to {cfg.heartbeat_s} s for its "
+                "heartbeat to lapse before retrying it")
+            announced = True
+        time.sleep(min(1.0, max(0.05, cfg.heartbeat_s - (time.time() - beat) + 0.05)))
+        trial = storage.get_trial(trial._trial_id)
+        if trial.state != TrialState.RUNNING or float(trial.system_attrs.get(_HEARTBEAT_ATTR, beat)) > beat:
+            return None
+    return trial
+
+
 def recover_interrupted(study: optuna.Study, cfg: TuneConfig) -> list[int]:
     """Queue a retry of each trial that a stopped ``dnas tune`` left behind, so that
     running the same command again finishes it (resuming its run directory) within the
@@ -474,7 +525,9 @@ def recover_interrupted(study: optuna.Study, cfg: TuneConfig) -> list[int]:
 
     * a trial interrupted with Ctrl-C (FAIL, marked by :class:`_Objective`);
     * a trial still RUNNING whose worker process on this host is gone (killed with
-      SIGTERM or SIGKILL): it is failed now rather than after the heartbeat grace period.
+      SIGTERM or SIGKILL): it is failed now rather than after the heartbeat grace period
+      (once its last heartbeat is one interval old, which takes at most ``heartbeat_s``
+      right after the kill).
 
     Returns the numbers of the trials retried."""
     trials = study.get_trials(deepcopy=False)
@@ -486,8 +539,10 @@ def recover_interrupted(study: optuna.Study, cfg: TuneConfig) -> list[int]:
             continue
         if len(t.system_attrs.get("retry_history", [])) + 1 > cfg.max_retry:
             continue  # retried as often as allowed: it stays failed (RetryCallback would do nothing)
-        if t.state == TrialState.RUNNING and _pid_is_dead(str(t.user_attrs.get("worker", ""))) \
-                and _heartbeat_missed(t, cfg):
+        if t.state == TrialState.RUNNING and _pid_is_dead(str(t.user_attrs.get("worker", ""))):
+            t = _await_heartbeat_lapse(storage, t, cfg)
+            if t is None:  # it beat again: its worker lives (in another PID namespace)
+                continue
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             t = storage.get_trial(t._trial_id)
         elif not (t.state == TrialState.FAIL and t.system_attrs.get(_INTERRUPTED_ATTR) == t.number):

@@ -3,6 +3,7 @@ trial, and several worker processes sharing one study (journal file, PostgreSQL)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -274,3 +275,163 @@ def test_recovery_respects_max_retry():
     assert recover_interrupted(study, none_left) == [] and len(study.trials) == 1  # not claimed, not queued
     assert recover_interrupted(study, TuneConfig.model_validate({"params": ARCH_LR})) == [0]
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+
+
+@pytest.mark.parametrize("still_beating", [False, True], ids=["killed", "alive-elsewhere"])
+def test_restarting_right_after_a_kill_retries_the_trial_once_its_heartbeat_lapses(still_beating, tmp_path):
+    """A trial whose worker on this host is gone, with a heartbeat only a moment old (the
+    study restarted right after the kill): the restart waits out one heartbeat interval
+    and retries it, instead of counting it as running and stopping with nothing done.
+    A trial that keeps beating (its worker lives in another PID namespace) is left alone."""
+    import threading
+
+    from dnas_core.tune import _HEARTBEAT_ATTR, recover_interrupted
+
+    cfg = TuneConfig.model_validate({"params": ARCH_LR, "heartbeat_s": 1, "grace_s": 60})
+    study = optuna.create_study(storage=make_storage(str(tmp_path / "journal.log"), cfg), study_name="tiny",
+                                direction="maximize")
+    with pytest.warns(UserWarning, match="Heartbeat"):  # optuna: ask() outside optimize()
+        trial = study.ask()
+    trial.suggest_float("strategy.arch_lr", 1e-4, 3e-2, log=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    trial.set_user_attr("worker", f"{os.uname().nodename}:{gone.pid}")
+    storage = study._storage
+    storage.set_trial_system_attr(trial._trial_id, _HEARTBEAT_ATTR, time.time())
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(0.2):
+            storage.set_trial_system_attr(trial._trial_id, _HEARTBEAT_ATTR, time.time())
+
+    beater = threading.Thread(target=beat, daemon=True)
+    if still_beating:
+        beater.start()
+    t0 = time.monotonic()
+    try:
+        again = recover_interrupted(study, cfg)
+    finally:
+        stop.set()
+    waited = time.monotonic() - t0
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    if still_beating:
+        assert again == [] and states == [TrialState.RUNNING]
+    else:
+        assert again == [0] and states == [TrialState.FAIL, TrialState.WAITING]
+    assert waited < 5
+
+
+def test_a_retry_of_a_retry_resumes_the_latest_run(tmp_path, pm):
+    """Trial 0's worker died before creating its run; its retry, trial 1, created
+    trial-0001 and was killed after a checkpoint; the next retry (trial 2) must resume
+    trial-0001, not start a third run from scratch."""
+    import warnings
+
+    from dnas_core.tune import RetryCallback
+
+    m = manifest(tmp_path, n_trials=1, heartbeat_s=1, grace_s=1)
+    sdir = tmp_path / "study"
+    store = str(sdir / "journal.log")
+    cfg = TuneConfig.model_validate(yaml.safe_load(m.read_text())["tune"])
+    study = optuna.create_study(storage=make_storage(store, cfg), study_name="tiny", direction="maximize")
+    with pytest.warns(UserWarning, match="Heartbeat"):  # optuna: ask() outside optimize()
+        trial = study.ask()
+    trial.suggest_float("strategy.arch_lr", 1e-4, 3e-2, log=True)
+    study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # died without a run
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        RetryCallback(max_retry=3)(study, study._storage.get_trial(trial._trial_id))
+
+    # the first retry runs, creates trial-0001, and is killed in search epoch 1
+    killer = _KillAtEpoch1()
+    pm.register(killer, name="test-killer")
+    try:
+        with pytest.raises(StopRun):
+            run_worker(m, [], store, "tiny", sdir, n_trials=1, pm=pm)
+    finally:
+        pm.unregister(killer)
+    run1 = sdir / "trials" / "trial-0001"
+    assert RunDir(run1).load_checkpoint("search")["epoch"] == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        RetryCallback(max_retry=3)(study, study._storage.get_trial(load(store).trials[1]._trial_id))
+
+    run_worker(m, [], store, "tiny", sdir, n_trials=1, pm=pm)
+
+    trials = load(store).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[2].user_attrs["run_dir"] == str(run1)  # resumed, not restarted
+    assert not (sdir / "trials" / "trial-0002").exists()
+    assert search_epochs(run1) == [0, 1]
+
+
+def test_a_prune_metric_the_search_does_not_log_stops_the_study(tmp_path, pm):
+    """A misspelt prune_metric would leave every trial unpruned without a word: the
+    first trial fails, naming the field and what the search does log, and the worker
+    stops."""
+    from dnas_core.errors import UsageError
+
+    m = manifest(tmp_path, n_trials=2, prune_metric="val_acc",
+                 pruner={"type": "threshold", "lower": 1.01, "n_warmup_steps": 0})
+    sdir = tmp_path / "study"
+    with pytest.raises(UsageError, match=r"tune.prune_metric: the search logs no 'val_acc'.*val_accuracy"):
+        tune(m, study_dir=str(sdir), report=False, pm=pm)
+    trials = load(str(sdir / "journal.log")).trials
+    assert [t.state for t in trials] == [TrialState.FAIL]
+    assert RunDir(trials[0].user_attrs["run_dir"]).status()["status"] == "failed"
+
+
+def test_the_tune_overrides_set_up_the_study_as_they_do_the_trials(tmp_path, pm):
+    """``tune.overrides`` reach the trials' manifests, and also what the study takes
+    from the manifest: the base seed of ``vary_seed`` and Hyperband's epochs."""
+    from dnas_core.tune import load_tune_config
+
+    m = manifest(tmp_path, n_trials=2, vary_seed=True, overrides=["seed=100", "strategy.epochs=1"])
+    manifest_, _ = load_tune_config(m, [], pm)
+    assert manifest_.seed == 100 and manifest_.strategy.epochs == 1
+    sdir = tmp_path / "study"
+    tune(m, study_dir=str(sdir), report=False, pm=pm)
+    seeds = sorted(yaml.safe_load(p.read_text())["seed"] for p in (sdir / "manifests").glob("trial-*.yaml"))
+    assert seeds == [100, 101]
+
+
+def test_terminating_tune_with_workers_stops_them_and_marks_their_trials_interrupted(tmp_path):
+    """SIGTERM to ``dnas tune --workers 2`` reaches its workers: none goes on training
+    after it has gone, and their trials are marked interrupted, so that the next start
+    retries them (resuming their runs)."""
+    import signal
+
+    from dnas_core.tune import _INTERRUPTED_ATTR
+
+    m = manifest(tmp_path, n_trials=2)
+    data = yaml.safe_load(m.read_text())
+    data["strategy"]["epochs"] = 200
+    m.write_text(yaml.safe_dump(data))
+    sdir = tmp_path / "study"
+    env = {**os.environ, "DNAS_PROGRESS": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "dnas_core", "tune", str(m), "--study-dir", str(sdir),
+                             "--workers", "2", "--no-report"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    runs = [sdir / "trials" / f"trial-{i:04d}" for i in range(2)]
+    try:
+        deadline = time.time() + 240
+        while not all((r / "metrics.jsonl").exists() and RunDir(r).metrics() for r in runs):
+            assert proc.poll() is None and time.time() < deadline, "the trials never logged an epoch"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    counts = [len(RunDir(r).metrics()) for r in runs]
+    time.sleep(3)  # orphaned workers would go on logging epochs
+    try:
+        assert [len(RunDir(r).metrics()) for r in runs] == counts
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the workers share the launcher's process group
+            os.killpg(proc.pid, signal.SIGKILL)
+    trials = load(str(sdir / "journal.log")).trials
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2
+    assert all(t.system_attrs.get(_INTERRUPTED_ATTR) == t.number for t in trials)
+    assert all(RunDir(r).status()["status"] == "interrupted" for r in runs)

@@ -364,6 +364,78 @@ class FollowerRunDir(RunDir):
         pass
 
 
+# -- failures of one rank ----------------------------------------------------------------
+# ``dnas run --nproc N`` gives its processes a folder (DNAS_LAUNCH_DIR) in which rank 0
+# names its run directory and any rank that fails leaves its error. When one rank fails
+# the others only see a broken connection (or torchrun's SIGTERM): rank 0 records the
+# failed rank's own error in status.json instead, and the launcher marks the run failed
+# when its processes died without recording anything.
+
+LAUNCH_DIR_ENV = "DNAS_LAUNCH_DIR"
+
+
+def _launch_dir() -> Path | None:
+    folder = os.environ.get(LAUNCH_DIR_ENV)
+    return Path(folder) if folder and is_distributed() else None
+
+
+def announce_run_dir(path: Path) -> None:
+    """Rank 0: tell the launcher which run directory this run writes."""
+    folder = _launch_dir()
+    if folder is not None and is_main():
+        with contextlib.suppress(OSError):
+            (folder / "run_dir").write_text(str(path))
+
+
+def record_failure(error: str) -> None:
+    """A follower rank's error, for rank 0 and the launcher (followers write no run
+    directory)."""
+    folder = _launch_dir()
+    if folder is not None and not is_main():
+        with contextlib.suppress(OSError):
+            tmp = folder / f".rank{rank()}.tmp"
+            tmp.write_text(error)
+            tmp.replace(folder / f"rank{rank()}.error")
+
+
+def other_rank_failures(wait_s: float = 3.0) -> list[str]:
+    """Rank 0, ending with an error: the errors the other ranks left, as "rank R: ...".
+    Waits up to ``wait_s`` for one to appear: a collective breaks as soon as the failed
+    rank's process exits, which is after it wrote its error."""
+    import time
+
+    folder = _launch_dir()
+    if folder is None:
+        return []
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = sorted(folder.glob("rank*.error"), key=lambda p: int(p.stem[4:]))
+        if found or time.monotonic() >= deadline:
+            return [f"rank {p.stem[4:]}: {p.read_text(errors='replace')}" for p in found]
+        time.sleep(0.1)
+
+
+def _mark_unrecorded_failure(folder: Path, code: int) -> None:
+    """After the processes have exited with ``code`` != 0: a run directory still marked
+    running (rank 0 died without recording why, e.g. aborted inside a collective) is
+    marked failed, with the other ranks' errors if they left any."""
+    import json
+
+    named = folder / "run_dir"
+    if not named.is_file():
+        return
+    run_dir = RunDir(Path(named.read_text()))
+    try:
+        if run_dir.status().get("status") != "running":
+            return
+        errors = [f"rank {p.stem[4:]}: {p.read_text(errors='replace')}"
+                  for p in sorted(folder.glob("rank*.error"), key=lambda p: int(p.stem[4:]))]
+        why = "; ".join(errors) if errors else "no process recorded an error (one may have crashed or been killed)"
+        run_dir.set_status("failed", error=f"the data-parallel processes exited with status {code}: {why}")
+    except (OSError, ValueError, json.JSONDecodeError):
+        pass
+
+
 # -- launching ---------------------------------------------------------------------------
 
 
@@ -381,8 +453,10 @@ def launch(nproc: int, dnas_args: Sequence[str]) -> int:
     # usage error is 2 and an interrupted run 130 with or without --nproc
     with tempfile.TemporaryDirectory(prefix="dnas-launch-") as tmp:
         status_file = Path(tmp) / "exit_code"
-        env = {**os.environ, "DNAS_EXIT_CODE_FILE": str(status_file)}
+        env = {**os.environ, "DNAS_EXIT_CODE_FILE": str(status_file), LAUNCH_DIR_ENV: tmp}
         code, signalled = _supervise(subprocess.Popen(cmd, env=env, start_new_session=True))
+        if code != 0:
+            _mark_unrecorded_failure(Path(tmp), code)
         if code != 0 and status_file.is_file():
             with contextlib.suppress(ValueError):
                 rank0 = int(status_file.read_text())
@@ -418,4 +492,4 @@ def _supervise(child: subprocess.Popen) -> tuple[int, bool]:
 
 
 __all__ = ["init_from_env", "is_distributed", "rank", "world_size", "is_main", "shard_batch", "sync_gradients",
-           "sum_over_ranks", "max_rank_difference", "global_batch_norm", "broadcast_module", "broadcast_object", "from_rank_zero", "FollowerRunDir", "launch", "shutdown", "average", "all_ranks"]
+           "sum_over_ranks", "max_rank_difference", "global_batch_norm", "broadcast_module", "broadcast_object", "from_rank_zero", "announce_run_dir", "record_failure", "other_rank_failures", "FollowerRunDir", "launch", "shutdown", "average", "all_ranks"]

@@ -114,6 +114,7 @@ class Orchestrator:
             self.pm.register(cb, name=f"callback:{cb.name}:{id(cb)}")
         t_start = time.perf_counter()
         completed = False
+        distributed.announce_run_dir(self.run_dir.path)
         try:
             self._start()
             self._stage("search", self.search)
@@ -139,9 +140,18 @@ class Orchestrator:
             # Ctrl-C, or SIGTERM (which `dnas run` turns into KeyboardInterrupt): stopped
             # from outside, resumable; anything else failed
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            error = f"{type(exc).__name__}: {exc}"
+            if distributed.is_distributed():
+                if not distributed.is_main():
+                    if status == "failed":
+                        distributed.record_failure(error)
+                # another rank's failure reaches rank 0 as a broken collective, or as the
+                # SIGTERM torchrun sends the survivors: record the failed rank's own error
+                elif failures := distributed.other_rank_failures(wait_s=3.0 if status == "failed" else 0.5):
+                    status = "failed"
+                    error = f"{'; '.join(failures)} (rank 0: {error})"
             if status == "interrupted" and distributed.is_main():
                 exc.run_dir = str(self.run_dir.path)  # for the command's resume hint
-            error = f"{type(exc).__name__}: {exc}"
             try:
                 self.run_dir.set_status(status, error=error, finished=_now(),
                                         traceback="".join(traceback.format_exception(exc))[-4000:])

@@ -4,13 +4,13 @@ GradScaler, the path ``backend.amp: fp16`` takes on a GPU without native bf16.
 Tests that start ``dnas run`` in fresh interpreters (two data-parallel processes, a
 killed and resumed run) cannot monkeypatch the CPU backend there, so they install this
 module as a plugin: ``install(folder)`` writes it and a ``.dist-info`` with its
-``dnas.plugins`` entry point into ``folder``, to be put on ``PYTHONPATH``. Manifests
+``dnas.plugins`` entry point into ``folder``
+(``dnas_core.testing.faults.install_plugin_module``), to be put on ``PYTHONPATH``. Manifests
 select it as ``backend: {type: cpu_fp16_test}``.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
@@ -18,6 +18,7 @@ from dnas_plugins.backends.torch_devices import CPUBackend, CPUConfig
 from pydantic import Field
 
 from dnas_core import hookimpl
+from dnas_core.testing.faults import install_plugin_module
 
 INIT_SCALE = 2.0**19  # large enough that the first float16 backward passes of a tiny run overflow
 
@@ -47,12 +48,5 @@ def dnas_register_backends():
 
 
 def install(folder: Path) -> Path:
-    """Write this module and its distribution metadata (entry point included) into
-    ``folder``; return ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(Path(__file__), folder / "dnas_test_fp16_cpu.py")
-    info = folder / "dnas_test_fp16_cpu-0.dist-info"
-    info.mkdir(exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: dnas-test-fp16-cpu\nVersion: 0\n")
-    (info / "entry_points.txt").write_text("[dnas.plugins]\ncpu_fp16_test = dnas_test_fp16_cpu\n")
-    return folder
+    """This module as a plugin for the subprocesses that get ``folder`` on PYTHONPATH."""
+    return install_plugin_module(__file__, folder, "cpu_fp16_test")

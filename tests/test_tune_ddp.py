@@ -219,3 +219,27 @@ def test_ranks_sample_the_same_path_when_their_generators_drift(tmp_path):
     summary = RunDir(tmp_path / "two").read_json("search_summary.json")
     assert summary["data_parallel"] == {"world_size": 2, "max_arch_difference_between_ranks": 0.0}
     assert RunDir(tmp_path / "two").status()["status"] == "completed"
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without torch.distributed")
+@pytest.mark.parametrize(("fail_rank", "mode", "expected"), [
+    # rank 0 only sees a broken connection (or torchrun's SIGTERM): it records rank 1's error
+    (1, "raise", "rank 1: RunFailed: injected failure on rank 1"),
+    # rank 0 dies without recording anything: the launcher marks the run failed
+    (0, "abort", "the data-parallel processes exited with status"),
+], ids=["rank1-raises", "rank0-aborts"])
+def test_a_failing_rank_leaves_its_own_error_in_the_run_directory(fail_rank, mode, expected, tmp_path, monkeypatch):
+    import dnas_test_rank_fault
+
+    site = dnas_test_rank_fault.install(tmp_path / "site")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p))
+    m = tmp_path / "ddp.yaml"
+    strategy = {**MANIFEST["strategy"], "type": "darts_rank_fault", "epochs": 3, "fail_rank": fail_rank, "mode": mode}
+    m.write_text(yaml.safe_dump({**MANIFEST, "strategy": strategy}))
+    env = {**os.environ, "DNAS_PROGRESS": "0", "DNAS_DIST_BACKEND": "gloo"}
+    proc = subprocess.run([sys.executable, "-m", "dnas_core", "run", str(m), "--out", str(tmp_path / "two"),
+                           "--nproc", "2"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert proc.returncode != 0
+    status = RunDir(tmp_path / "two").status()
+    assert status["status"] == "failed", status
+    assert expected in status["error"], status["error"]

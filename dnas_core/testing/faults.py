@@ -135,9 +135,28 @@ def compare_runs(a: str | Path, b: str | Path) -> list[str]:
     return diffs
 
 
+def install_plugin_module(module_file: str | Path, folder: str | Path, entry_name: str | None = None) -> Path:
+    """Make a one-module plugin visible to ``dnas`` in fresh interpreters without pip:
+    copy ``module_file`` into ``folder`` together with a ``.dist-info`` that declares its
+    ``dnas.plugins`` entry point (named ``entry_name``, default the module's name). Put
+    ``folder`` on ``PYTHONPATH`` for the subprocesses (``run_cli`` and
+    ``kill_and_resume`` pass the environment on). Returns ``folder``."""
+    import shutil
+
+    module_file, folder = Path(module_file), Path(folder)
+    module = module_file.stem
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(module_file, folder / module_file.name)
+    info = folder / f"{module}-0.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0\n")
+    (info / "entry_points.txt").write_text(f"[dnas.plugins]\n{entry_name or module} = {module}\n")
+    return folder
+
+
 def leftovers(run_dir: str | Path) -> list[str]:
     """Temporary files (``.<name>.*.tmp``) left in a run directory."""
     return sorted(str(p.relative_to(run_dir)) for p in Path(run_dir).rglob(".*.tmp"))
 
 
-__all__ = ["KillTrial", "cli_env", "compare_runs", "kill_and_resume", "leftovers", "run_cli"]
+__all__ = ["KillTrial", "cli_env", "compare_runs", "install_plugin_module", "kill_and_resume", "leftovers", "run_cli"]

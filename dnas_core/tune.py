@@ -568,8 +568,11 @@ def run_worker(manifest_path: str | Path, overrides: list[str], storage: str, st
     base = cfg.sampler.seed if cfg.sampler.seed is not None else manifest.seed
     study = open_study(make_storage(storage, cfg), study_name, cfg, base, _search_epochs(manifest))
     # Each worker, and each resumption of the study, draws its own random stream
-    # (the same seed again would repeat the trials already run).
-    study.sampler = make_sampler(cfg, derive_seed(base, "tune", worker_index, len(study.trials)) % 2**31)
+    # (the same seed again would repeat the trials already run); the host name keeps
+    # apart machines that share a database and start at the same moment (each one's
+    # worker 0 sees the same number of trials)
+    stream = derive_seed(base, "tune", os.uname().nodename, worker_index, len(study.trials))
+    study.sampler = make_sampler(cfg, stream % 2**31)
     objective = _Objective(Path(manifest_path), overrides, cfg, study_dir, pm, manifest.seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     t0 = time.monotonic()

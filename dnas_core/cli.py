@@ -131,7 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     # Overrides may come after options (`dnas run m.yaml --out d seed=1`), which
-    # argparse leaves over; accept them where a command takes overrides.
+    # argparse leaves over; accept them where a command takes overrides. --debug is a
+    # top-level option, but error messages say "rerun with --debug": accept it anywhere.
+    if "--debug" in extra:
+        args.debug = True
+        extra = [e for e in extra if e != "--debug"]
     if extra:
         if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
             args.overrides = [*args.overrides, *extra]
@@ -232,6 +236,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if not args.resume and not args.manifest:
             parser.error("run: a manifest is required (or --resume RUN_DIR)")
         if args.nproc is not None and args.nproc > 1 and distributed.requested_world_size() <= 1:
+            if args.manifest:  # a bad manifest is one error line here, not one per process plus torchrun's
+                from .manifest import load_manifest
+
+                load_manifest(args.manifest, get_plugin_manager().registries, args.overrides)
             forward = [a for i, a in enumerate(args.raw_argv) if not _is_nproc_arg(args.raw_argv, i)]
             return distributed.launch(args.nproc, forward)
         if args.from_command_line:

@@ -91,7 +91,11 @@ class Orchestrator:
         run_dir = RunDir.create(out)
         run_dir.write_text("manifest.yaml", dump_manifest(manifest))
         distributed.broadcast_object(str(run_dir.path))
-        return cls(pm, manifest, run_dir)
+        try:
+            return cls(pm, manifest, run_dir)
+        except Exception as exc:  # a component that cannot be built (e.g. a logger whose package is missing)
+            run_dir.set_status("failed", error=f"{type(exc).__name__}: {exc}", finished=_now())
+            raise
 
     @classmethod
     def resume(cls, path: str | Path, pm: DnasPluginManager | None = None) -> Orchestrator:
@@ -140,7 +144,8 @@ class Orchestrator:
             # Ctrl-C, or SIGTERM (which `dnas run` turns into KeyboardInterrupt): stopped
             # from outside, resumable; anything else failed
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            error = f"{type(exc).__name__}: {exc}"
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else \
+                ("KeyboardInterrupt (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__)
             if distributed.is_distributed():
                 if not distributed.is_main():
                     if status == "failed":

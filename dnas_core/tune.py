@@ -20,6 +20,7 @@ Follow one study top to bottom in :func:`tune`; a worker's loop is
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import subprocess
@@ -38,7 +39,7 @@ from .plugin_manager import DnasPluginManager, get_plugin_manager
 from .progress import log
 from .rundir import RunDir, atomic_write_json, atomic_write_text
 from .seeding import derive_seed
-from .tune_config import CategoricalParam, FloatParam, IntParam, TuneConfig
+from .tune_config import RESULT_FIELDS, CategoricalParam, FloatParam, IntParam, TuneConfig
 
 try:  # optuna is a dependency of dnas, but keep `import dnas_core` free of it
     import optuna
@@ -265,7 +266,7 @@ def run_values(run_dir: Path, result: dict[str, Any]) -> dict[str, float]:
     for k, v in (result.get("test_metrics") or {}).items():
         if isinstance(v, (int, float)):
             values[f"test.{k}"] = float(v)
-    for k in ("latency_ms", "params", "wall_seconds"):
+    for k in RESULT_FIELDS:
         if isinstance(result.get(k), (int, float)):
             values[k] = float(result[k])
     return values
@@ -554,6 +555,24 @@ def recover_interrupted(study: optuna.Study, cfg: TuneConfig) -> list[int]:
     return out
 
 
+class _NoTraceback(logging.Filter):
+    """Optuna logs a failed trial's exception with its traceback. dnas's own errors say
+    what is wrong in their message (and the trial's status.json keeps the traceback):
+    the warning stays, one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], DnasError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _one_line_for_dnas_errors() -> None:
+    trial_logger = logging.getLogger("optuna.study._optimize")  # where optuna reports a failed trial
+    if not any(isinstance(f, _NoTraceback) for f in trial_logger.filters):
+        trial_logger.addFilter(_NoTraceback())
+
+
 def _search_epochs(manifest: ManifestBase) -> int:
     return int(getattr(manifest.strategy, "epochs", 1) or 1)  # type: ignore[attr-defined]
 
@@ -575,6 +594,7 @@ def run_worker(manifest_path: str | Path, overrides: list[str], storage: str, st
     study.sampler = make_sampler(cfg, stream % 2**31)
     objective = _Objective(Path(manifest_path), overrides, cfg, study_dir, pm, manifest.seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _one_line_for_dnas_errors()
     t0 = time.monotonic()
     ran = 0
     while True:

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Scalar = Union[None, bool, int, float, str]
+#: Objectives that are fields of a run's result.json, not per-stage metrics.
+RESULT_FIELDS = ("latency_ms", "params", "wall_seconds")
 
 
 class _Section(BaseModel):
@@ -87,6 +89,15 @@ class Objective(_Section):
 
     metric: str = Field(..., min_length=1)
     direction: Literal["maximize", "minimize"] = "maximize"
+
+    @field_validator("metric")
+    @classmethod
+    def _known_form(cls, v: str) -> str:
+        stage, dot, key = v.partition(".")
+        if (dot and key and stage in ("search", "retrain", "test")) or v in RESULT_FIELDS:
+            return v
+        raise ValueError(f"{v!r} is neither search.<key>, retrain.<key> nor test.<key> (e.g. search.val_accuracy, "
+                         f"test.accuracy) nor a result field ({', '.join(RESULT_FIELDS)})")
 
 
 class SamplerConfig(_Section):

@@ -54,11 +54,26 @@ def test_bad_manifest_exits_2_with_one_line(tmp_path, capsys):
     assert len(err) == 1 and str(p) in err[0] and "strategy.epochs" in err[0] and "Traceback" not in err[0]
 
 
-def test_debug_adds_traceback(tmp_path, capsys):
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_adds_traceback(where, tmp_path, capsys):
+    """--debug is a top-level option, but the error lines say "rerun with --debug":
+    after the command and its arguments it works too."""
     p = tmp_path / "bad.yaml"
     p.write_text("task: {type: nope}\n")
-    assert main(["--debug", "validate", str(p)]) == 2
+    argv = ["--debug", "validate", str(p)] if where == "before" else ["validate", str(p), "--debug", "seed=1"]
+    assert main(argv) == 2
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_a_bad_manifest_with_nproc_is_one_line_before_any_process_starts(tmp_path, capsys):
+    data = yaml.safe_load(QUICK.read_text())
+    data["strategy"]["epohcs"] = 1
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(data))
+    assert main(["run", str(p), "--nproc", "2", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "strategy.epohcs" in err[0], err
+    assert not (tmp_path / "run").exists()
 
 
 def test_usage_errors_exit_2(capsys):

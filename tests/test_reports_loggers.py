@@ -80,3 +80,22 @@ def test_missing_extra_names_the_pip_install(name, module, monkeypatch, pm):
     monkeypatch.setitem(sys.modules, module, None)  # import now raises ImportError
     with pytest.raises(UsageError, match=rf"pip install 'dnas\[{name}\]'"):
         pm.registries.callbacks.create(name, {})
+
+
+def test_a_logger_that_cannot_be_built_leaves_a_failed_run_not_a_half_made_one(tmp_path, monkeypatch, pm):
+    """The run folder is created before the components; one that cannot be built (a
+    logger whose package is missing) must leave status.json saying why, as any other
+    start-up failure does, not a folder that `dnas show` calls 'unknown'."""
+    import yaml
+
+    from dnas_core.orchestrator import Orchestrator
+    from dnas_core.rundir import RunDir
+    from dnas_core.testing import tiny_manifest
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    m = tmp_path / "m.yaml"
+    m.write_text(yaml.safe_dump({**tiny_manifest(), "callbacks": [{"type": "tensorboard"}]}))
+    with pytest.raises(UsageError, match="tensorboard"):
+        Orchestrator.new(m, [], tmp_path / "run", pm)
+    status = RunDir(tmp_path / "run").status()
+    assert status["status"] == "failed" and "pip install 'dnas[tensorboard]'" in status["error"]

@@ -69,7 +69,7 @@ def test_value_outside_the_fields_range_is_caught_before_any_trial(tmp_path, pm)
 def test_pruning_a_multi_objective_study_is_refused():
     with pytest.raises(ValueError, match="cannot prune multi-objective"):
         TuneConfig.model_validate({"params": {"seed": {"type": "int", "low": 0, "high": 3}},
-                                   "objectives": [{"metric": "a"}, {"metric": "b", "direction": "minimize"}]})
+                                   "objectives": [{"metric": "search.val_accuracy"}, {"metric": "params", "direction": "minimize"}]})
 
 
 def test_study_owned_sections_cannot_be_tuned():

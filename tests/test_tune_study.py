@@ -435,3 +435,21 @@ def test_terminating_tune_with_workers_stops_them_and_marks_their_trials_interru
     assert [t.state for t in trials] == [TrialState.FAIL] * 2
     assert all(t.system_attrs.get(_INTERRUPTED_ATTR) == t.number for t in trials)
     assert all(RunDir(r).status()["status"] == "interrupted" for r in runs)
+
+
+def test_an_objective_the_run_does_not_produce_stops_the_study_in_one_line(tmp_path):
+    """A misspelt objective key is found when the first trial ends: the study stops
+    with one error line (and Optuna's warning about the trial), no Python traceback."""
+    m = manifest(tmp_path, n_trials=2, objectives=[{"metric": "search.val_acuracy"}])
+    res = subprocess.run([sys.executable, "-m", "dnas_core", "tune", str(m), "--study-dir", str(tmp_path / "study"),
+                          "--no-report"], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                         env={**os.environ, "DNAS_PROGRESS": "0"})
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert "tune.objectives: metric 'search.val_acuracy' is not produced by the run" in res.stderr
+    assert len(load(str(tmp_path / "study" / "journal.log")).trials) == 1  # stopped after the first
+
+
+def test_an_objective_of_no_known_form_is_refused_before_any_trial():
+    with pytest.raises(ValueError, match=r"'val_accuracy' is neither search.<key>"):
+        TuneConfig.model_validate({"params": ARCH_LR, "objectives": [{"metric": "val_accuracy"}]})

@@ -41,6 +41,7 @@ from .plugin_manager import DnasPluginManager, get_plugin_manager
 from .progress import log
 from .rundir import RunDir
 from .seeding import derive_seed, seed_everything
+from .task import data_root
 from .training import count_parameters, fit
 
 STAGES = ("search", "derive", "retrain", "evaluate", "export", "report")
@@ -88,6 +89,7 @@ class Orchestrator:
             out = Path(manifest.output.root) / f"{manifest.name}-{stamp}"
         if not distributed.is_main():  # data-parallel follower: rank 0 owns the directory
             return cls(pm, manifest, distributed.FollowerRunDir(distributed.broadcast_object(None)))
+        _pin_data_paths(manifest, pm.registries.tasks.get(manifest.task.type))
         run_dir = RunDir.create(out)
         run_dir.write_text("manifest.yaml", dump_manifest(manifest))
         distributed.broadcast_object(str(run_dir.path))
@@ -427,6 +429,26 @@ def _first(inputs: Any, n: int) -> Any:
     if isinstance(inputs, (tuple, list)):
         return type(inputs)(t[:n] for t in inputs)
     return inputs[:n]
+
+
+def _pin_data_paths(manifest: ManifestBase, task_cls: type) -> None:
+    """Make the saved manifest name its data where any working directory finds it: a
+    relative ``task.path`` (or ``*_path``) that exists from here becomes absolute, and
+    an empty ``task.path`` becomes the absolute default the task would read under the
+    data root (``DNAS_DATA_ROOT`` or ``../shared/data``), when that exists. Resuming or
+    re-exporting the run from elsewhere (both read the data again) then finds it."""
+    cfg = manifest.task
+    for name in type(cfg).model_fields:
+        value = getattr(cfg, name)
+        if (name == "path" or name.endswith("_path")) and isinstance(value, str) and value:
+            p = Path(value).expanduser()
+            if not p.is_absolute() and p.exists():
+                setattr(cfg, name, str(p.absolute()))
+    default = getattr(task_cls, "default_data", None)
+    if default and "path" in type(cfg).model_fields and getattr(cfg, "path") is None:
+        p = data_root() / default
+        if p.exists():
+            cfg.path = str(p.absolute())
 
 
 def _batch(inputs: Any) -> int:

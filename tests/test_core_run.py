@@ -263,3 +263,30 @@ def test_a_stop_after_completion_keeps_the_run_completed(tmp_path):
                      pm=get_plugin_manager(extra_plugins=[SlowUpload()]))
     assert RunDir(tmp_path / "run").status()["status"] == "completed"
     assert (tmp_path / "run" / "result.json").is_file()
+
+
+def test_the_saved_manifest_names_its_data_where_any_directory_finds_it(tmp_path, monkeypatch, pm):
+    """A relative task.path, and an empty one resolved under the data root, are saved
+    as absolute paths: the run can be resumed or exported from another directory."""
+    import shutil
+
+    from dnas_core.orchestrator import Orchestrator
+    from dnas_core.testing import tiny_manifest
+
+    data = Path(__file__).parent / "data" / "text"
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(data / "reviews.csv", work / "reviews.csv")
+    root = tmp_path / "root"
+    shutil.copytree(data / "sms-spam", root / "text" / "sms-spam")
+    monkeypatch.setenv("DNAS_DATA_ROOT", str(root))
+    monkeypatch.chdir(work)
+    space = {"type": "seq1d", "C": 4, "N": 1}
+    for name, task, expected in [("file", {"type": "text_file", "path": "reviews.csv"}, work / "reviews.csv"),
+                                 ("spam", {"type": "sms_spam"}, root / "text" / "sms-spam")]:
+        m = work / f"{name}.yaml"
+        m.write_text(yaml.safe_dump({**tiny_manifest(task=task), "space": space}))
+        orch = Orchestrator.new(m, [], tmp_path / name, pm)
+        saved = yaml.safe_load((tmp_path / name / "manifest.yaml").read_text())
+        assert saved["task"]["path"] == str(expected) and Path(saved["task"]["path"]).is_absolute()
+        assert orch.manifest.task.path == str(expected)

@@ -154,12 +154,13 @@ class FSDDTask(AudioTask):
     the official split puts index 0-4 of every speaker and digit in the test set."""
 
     name = "fsdd"
+    default_data = "audio/fsdd"
     description = "Free Spoken Digit Dataset (WAV), log-mel features, official split, accuracy"
     Config = FSDDConfig
 
     def clips(self):
         expected = "a folder of WAV files named {digit}_{speaker}_{index}.wav (FSDD recordings/)"
-        root = resolve_path(self.config.path, "audio/fsdd", "fsdd", expected)
+        root = resolve_path(self.config.path, self.default_data, "fsdd", expected)
         if (root / "recordings").is_dir():
             root = root / "recordings"
         if not root.is_dir():
@@ -274,6 +275,7 @@ class MNIST1DTask(SequenceFeatureTask):
     Published test accuracies: logistic 32 %, MLP 68 %, CNN 94 %, GRU 91 %."""
 
     name = "mnist1d"
+    default_data = "signal/mnist1d_data.pkl"
     description = "MNIST-1D signals (pickle, loaded safely), accuracy"
     Config = MNIST1DConfig
 
@@ -281,7 +283,7 @@ class MNIST1DTask(SequenceFeatureTask):
     REFERENCE = {"logistic": 0.32, "mlp": 0.68, "cnn": 0.94, "gru": 0.91, "human": 0.96}
 
     def read(self):
-        p = resolve_path(self.config.path, "signal/mnist1d_data.pkl", "mnist1d", MNIST1D_FORMAT)
+        p = resolve_path(self.config.path, self.default_data, "mnist1d", MNIST1D_FORMAT)
         if p.is_dir():
             p = p / "mnist1d_data.pkl"
         x, y, tx, ty = read_mnist1d(p)

@@ -140,13 +140,14 @@ class PneumoniaMNISTTask(BinaryMedicalMixin, ImageTask):
     official 4,708 / 524 / 624 splits; about 74 % of the training images show pneumonia."""
 
     name = "pneumoniamnist"
+    default_data = "medical/pneumoniamnist.npz"
     description = "PneumoniaMNIST from the MedMNIST .npz (official splits), AUC/accuracy/sensitivity/specificity"
     Config = PneumoniaMNISTConfig
     CLASSES = ["normal", "pneumonia"]
 
     def _npz(self) -> dict[str, np.ndarray]:
         if not hasattr(self, "_raw"):
-            path = resolve_path(self.config.path, "medical/pneumoniamnist.npz", self.name,
+            path = resolve_path(self.config.path, self.default_data, self.name,
                                 "a MedMNIST .npz file with train/val/test images and labels")
             self._raw = read_medmnist(path, self.name)
         return self._raw

@@ -359,11 +359,12 @@ class MovieLensTask(RecsysTask):
     """MovieLens-100K (943 users, 1,682 items, 100,000 ratings) from ``u.data``."""
 
     name = "movielens"
+    default_data = "recsys/ml-100k"
     description = "MovieLens-100K u.data, implicit, leave-one-out, HR@10/NDCG@10 vs 99 sampled negatives"
     Config = MovieLensConfig
 
     def read(self):
-        path = resolve_path(self.config.path, "recsys/ml-100k", self.name, U_DATA_FORMAT)
+        path = resolve_path(self.config.path, self.default_data, self.name, U_DATA_FORMAT)
         if path.is_dir():
             path = path / "u.data"
             if not path.is_file():

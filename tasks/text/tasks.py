@@ -137,11 +137,12 @@ class SST2Task(TextTask):
     phrases), test on the labelled ``test.tsv`` (1,821 sentences) or ``dev.tsv``."""
 
     name = "sst2"
+    default_data = "text/sst2"
     description = "SST-2 sentiment (GLUE TSV files), accuracy and macro-F1"
     Config = SST2Config
 
     def read(self):
-        root = resolve_path(self.config.path, "text/sst2", "sst2", f"a folder with train.tsv and {self.config.test_file}: {SST2_FORMAT}")
+        root = resolve_path(self.config.path, self.default_data, "sst2", f"a folder with train.tsv and {self.config.test_file}: {SST2_FORMAT}")
         if root.is_file():
             raise DataError(f"sst2: {root} is a file; expected a folder with train.tsv and {self.config.test_file}")
         for name in ("train.tsv", self.config.test_file):
@@ -162,11 +163,12 @@ class SMSSpamTask(TextTask):
     stratified 20 % is held out as the test split (``split_seed``)."""
 
     name = "sms_spam"
+    default_data = "text/sms-spam"
     description = "UCI SMS Spam Collection, ham/spam, accuracy and macro-F1"
     Config = SMSSpamConfig
 
     def read(self):
-        p = resolve_path(self.config.path, "text/sms-spam", "sms_spam", SMS_FORMAT)
+        p = resolve_path(self.config.path, self.default_data, "sms_spam", SMS_FORMAT)
         if p.is_dir():
             p = p / "SMSSpamCollection"
             if not p.is_file():

@@ -165,6 +165,7 @@ class FashionMNISTTask(ImageTask):
     60,000 / 10,000 split)."""
 
     name = "fashion_mnist"
+    default_data = "vision/fashion-mnist"
     description = "Fashion-MNIST from IDX files (official train/test split)"
     Config = FashionMNISTConfig
 
@@ -176,7 +177,7 @@ class FashionMNISTTask(ImageTask):
     }
 
     def read(self):
-        root = resolve_path(self.config.path, "vision/fashion-mnist", "fashion_mnist", "a folder with the IDX files "
+        root = resolve_path(self.config.path, self.default_data, "fashion_mnist", "a folder with the IDX files "
                             + ", ".join(f"{v}[.gz]" for v in self.FILES.values()))
         arrays = {}
         for key, stem in self.FILES.items():

@@ -50,10 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
 
     v = sub.add_parser("validate", help="check a manifest without running it",
-                       description="Validate a manifest (with overrides) and print it resolved.")
+                       description="Validate a manifest (with overrides) and print it resolved. Builds every "
+                       "component, sets up the backend, loads the data and lets the strategy build its supernet, "
+                       "so that a manifest called valid also starts; nothing is trained or written.")
     v.add_argument("manifest")
     v.add_argument("overrides", nargs="*")
     v.add_argument("--quiet", "-q", action="store_true", help="print nothing on success")
+    v.add_argument("--no-data", action="store_true",
+                   help="check the manifest and components only: no data loading, no supernet")
 
     pl = sub.add_parser("plugins", help="list installed plugins and what they register",
                         description="List every plugin with its distribution, version and components. When a "
@@ -282,10 +286,9 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from .manifest import dump_manifest, load_manifest, resolve_defaults
 
         manifest = resolve_defaults(load_manifest(args.manifest, pm.registries, args.overrides), pm.registries)
-        reg = pm.registries
-        task = reg.tasks.create(manifest.task.type, manifest.task.model_dump(exclude={"type"}))
-        space = reg.spaces.create(manifest.space.type, manifest.space.model_dump(exclude={"type"}))
-        space.check_task(task)
+        from .orchestrator import preflight
+
+        preflight(manifest, pm, load_data=not args.no_data)
         if manifest.extends_runs:  # each named run must be a finished run with a record
             from .runstore import RunStore
 

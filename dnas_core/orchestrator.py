@@ -445,7 +445,7 @@ def _pin_data_paths(manifest: ManifestBase, task_cls: type) -> None:
             if not p.is_absolute() and p.exists():
                 setattr(cfg, name, str(p.absolute()))
     default = getattr(task_cls, "default_data", None)
-    if default and "path" in type(cfg).model_fields and getattr(cfg, "path") is None:
+    if default and "path" in type(cfg).model_fields and cfg.path is None:
         p = data_root() / default
         if p.exists():
             cfg.path = str(p.absolute())
@@ -479,6 +479,25 @@ def environment(pm: DnasPluginManager, ctx: RunContext | None = None) -> dict[st
         if ctx.device.type == "cuda":
             env["gpu"] = torch.cuda.get_device_name(ctx.device)
     return env
+
+
+def preflight(manifest: ManifestBase, pm: DnasPluginManager, load_data: bool = True) -> None:
+    """What ``dnas validate`` checks beyond the manifest's schema: every component can be
+    built (a logger's package is installed), the backend can be set up (a requested GPU
+    exists), the space fits the task, and, with ``load_data``, the data loads and the
+    strategy can build its supernet with its options (:meth:`Strategy.preflight`).
+    Raises the error the run would raise at its start; writes nothing that stays."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="dnas-validate-") as tmp:
+        orch = Orchestrator(pm, manifest, RunDir.create(Path(tmp) / "run"))
+        ctx = orch.ctx
+        with orch._name_errors("validate"):
+            ctx.backend.setup()
+            ctx.space.check_task(ctx.task)
+            if load_data:
+                ctx.data  # noqa: B018 - loading is the check
+                ctx.strategy.preflight(ctx)
 
 
 def run_manifest(manifest_path: str | Path, overrides: list[str] | None = None, out: str | Path | None = None,
@@ -515,4 +534,4 @@ def reexport(path: str | Path, pm: DnasPluginManager | None = None, exporter_nam
     return info
 
 
-__all__ = ["Orchestrator", "STAGES", "run_manifest", "resume_run", "reexport", "environment", "export_run"]
+__all__ = ["Orchestrator", "STAGES", "preflight", "run_manifest", "resume_run", "reexport", "environment", "export_run"]

@@ -34,3 +34,9 @@ class Strategy(Component):
 
     def search(self, run: RunContext) -> SearchOutcome:
         raise NotImplementedError
+
+    def preflight(self, run: RunContext) -> None:
+        """Raise the error ``search`` would raise at its start for this run's task, space,
+        backend and manifest (an unfit option, a space without the supernet the strategy
+        needs), without training: ``dnas validate`` calls it, with the data loaded, so
+        that a manifest it calls valid also starts. The default checks nothing."""

@@ -108,3 +108,23 @@ def test_overrides_after_options_are_accepted(capsys):
     assert main(["validate", str(QUICK), "--quiet", "seed=3"]) == 0
     with pytest.raises(SystemExit):
         main(["validate", str(QUICK), "--bogus"])
+
+
+@pytest.mark.parametrize(("overrides", "names"), [
+    (["strategy.type=proxylessnas"], "does not support the supernet options"),
+    (["space={type: small_cnn}"], "without a supernet; use it with strategy: {type: fixed}"),
+    (["strategy.exclude_ops=[nor_conv3x3]"], "strategy.exclude_ops: ['nor_conv3x3'] not among"),
+    (["strategy.augment=both"], "strategy.augment: 'both' needs a task with training augmentation"),
+    (["task.val_fraction=0"], "needs a validation split for its architecture steps"),
+    (["strategy.type=gdas", "strategy.selection=perturbation"], "strategy.selection: perturbation"),
+    (["strategy.type=pc_darts", "strategy.partial_channels=3"], "strategy.partial_channels=3 must divide"),
+], ids=["supernet-options", "no-supernet", "exclude-ops", "augment", "no-val", "selection", "partial-channels"])
+def test_validate_finds_what_the_run_would_refuse_at_its_start(overrides, names, capsys):
+    """A manifest `dnas validate` calls valid must also start: the strategy builds its
+    supernet against the task and space (on the loaded data) and checks its options."""
+    assert main(["validate", "-q", str(QUICK), *overrides]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and names in err[0], err
+    # --no-data checks the manifest and the components only
+    if overrides[0] != "space={type: small_cnn}":
+        assert main(["validate", "-q", "--no-data", str(QUICK), *overrides]) == 0

@@ -47,7 +47,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from dnas_core import ComponentConfig, IncompatibleError, MixWeights, RunFailed, SearchOutcome, Strategy, Task
+from dnas_core import ComponentConfig, IncompatibleError, MixWeights, SearchOutcome, Strategy, Task
 from dnas_core import distributed as ddp
 from dnas_core import runstore
 from dnas_core.constraints import SupernetConstraint
@@ -286,10 +286,9 @@ class DifferentiableStrategy(Strategy):
                                  weight_decay=cfg.arch_weight_decay)
         return w_opt, a_opt
 
-    def search(self, run) -> SearchOutcome:
-        cfg = self.config
-        task, space, backend = run.task, run.space, run.backend
-        data, device, seed = run.data, run.device, run.seed
+    def _check_options(self, run) -> None:
+        """The checks of the strategy's options against the task and the manifest."""
+        cfg, task = self.config, run.task
         if cfg.augment != "none" and not task.has_augmentation():
             # Task.has_augmentation: whether the task's class augments at all (its config may switch it off)
             raise IncompatibleError(
@@ -304,6 +303,31 @@ class DifferentiableStrategy(Strategy):
                 raise IncompatibleError("strategy.selection: perturbation does not combine with "
                                         "constraints.max_latency_ms (the latency-constrained derivation picks the "
                                         "operations); use selection: magnitude")
+        if len(run.data.val) == 0:
+            raise IncompatibleError(f"{self.name} needs a validation split for its architecture steps, and "
+                                    "the task's is empty (task.val_fraction)")
+
+    def _check_supernet(self, body: Supernet, backend) -> None:
+        """The checks of the options against the built supernet and the backend."""
+        if self.config.selection == "perturbation":
+            self._check_perturbation_selection(body)
+        self._excluded_columns(body)
+        if backend.grad_scaler().is_enabled() and (why := self.loss_scaling_refusal()):
+            raise IncompatibleError(f"backend.amp: fp16 needs loss scaling, which {self.name} cannot use: {why}; "
+                                    "use backend.amp: bf16 or off")
+
+    def preflight(self, run) -> None:
+        self._check_options(run)
+        with torch.random.fork_rng(devices=[]):  # building a supernet draws its initial weights
+            body = run.space.build_supernet(run.task, **self.supernet_options()).body
+        body.weight_fn = self.weight_fn
+        self._check_supernet(body, run.backend)
+
+    def search(self, run) -> SearchOutcome:
+        cfg = self.config
+        task, space, backend = run.task, run.space, run.backend
+        data, device, seed = run.data, run.device, run.seed
+        self._check_options(run)
         torch.manual_seed(derive_seed(seed, "search", "init"))
         # A supernet that computes only sampled paths branches in Python on each sample:
         # compiled, it would recompile on every new path until dynamo gives up.
@@ -314,16 +338,12 @@ class DifferentiableStrategy(Strategy):
                 "(backend.compile applies to the retrained network)")
         body: Supernet = net.body
         body.weight_fn = self.weight_fn
-        if cfg.selection == "perturbation":
-            self._check_perturbation_selection(body)
+        self._check_supernet(body, backend)
         arch_ids = {id(p) for p in body.arch_parameters()}
         self._weights = [p for p in net.parameters() if id(p) not in arch_ids]
         w_opt, a_opt = self.make_optimizers(net)
         self._optimizers = [w_opt, a_opt]
         self._scalers = (backend.grad_scaler(), backend.grad_scaler())
-        if self._scalers[0].is_enabled() and (why := self.loss_scaling_refusal()):
-            raise IncompatibleError(f"backend.amp: fp16 needs loss scaling, which {self.name} cannot use: {why}; "
-                                    "use backend.amp: bf16 or off")
         excluded = self._excluded_columns(body)
         self._guard = guard = DivergenceGuard.from_train_config("search", run.manifest.train)
         loss_fn = task.loss_fn().to(device)
@@ -368,8 +388,6 @@ class DifferentiableStrategy(Strategy):
                 [p for g in opt.param_groups for p in g["params"]], self._share_a))
 
         train, val = data.train, data.val
-        if len(val) == 0:
-            raise RunFailed("search: the task's validation split is empty; differentiable search needs one")
         steps = num_batches(train, cfg.batch_size, drop_last=len(train) > cfg.batch_size)
         self.epochs = cfg.epochs
         with run.progress("search", cfg.epochs, steps, start_epoch=start) as bar:

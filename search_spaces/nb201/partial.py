@@ -62,7 +62,8 @@ class PartialSearchCell(SearchCell):
 
     def __init__(self, c: int, k: int, track: bool = True):
         if k < 1 or c % k:
-            raise IncompatibleError(f"partial_channels={k} must divide the cell width {c}")
+            raise IncompatibleError(f"strategy.partial_channels={k} must divide the width of every cell, which "
+                                    f"space.C sets (a cell of width {c} here)")
         super().__init__(c // k, track)
         self.c_full, self.k, self.ck = c, k, c // k
 

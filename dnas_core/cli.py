@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="compare runs side by side",
                        description="Print a side-by-side table of runs and write their learning curves overlaid.")
     c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    c.add_argument("--plot", default="compare.png", help="PNG of the overlaid curves (default: compare.png)")
+    c.add_argument("--plot", default=None,
+                   help="PNG of the overlaid curves (default: compare.png, none with --json unless named)")
     c.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
 
     e = sub.add_parser("export", help="export a finished run again",
@@ -274,7 +275,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "compare":
         from .runview import compare
 
-        text, data = compare(args.run_dirs, png=args.plot)
+        text, data = compare(args.run_dirs, png=args.plot or (None if args.json else "compare.png"))
         print(json.dumps(data, indent=2) if args.json else text)
         return 0
 

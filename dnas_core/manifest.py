@@ -158,6 +158,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{p}: is a folder; a manifest is a YAML file (a run folder's is {p / 'manifest.yaml'})")
     if not p.is_file():
         raise UsageError(f"{p}: manifest file not found")
     try:

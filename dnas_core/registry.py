@@ -134,6 +134,10 @@ class Registry(Generic[T]):
             msg += f" (installed: {', '.join(known)})"
         else:
             msg += f" (no {self.kind} plugin is installed)"
+        from .plugin_manager import DISABLE_ENV, blocked_names
+
+        if blocked_names():  # the component may be there, in a plugin switched off
+            msg += f"; {DISABLE_ENV} disables the plugins {', '.join(sorted(blocked_names()))}"
         return msg
 
     def validate_config(self, name: str, config: dict[str, Any] | BaseModel | None, where: str = "") -> BaseModel:

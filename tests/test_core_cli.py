@@ -128,3 +128,15 @@ def test_validate_finds_what_the_run_would_refuse_at_its_start(overrides, names,
     # --no-data checks the manifest and the components only
     if overrides[0] != "space={type: small_cnn}":
         assert main(["validate", "-q", "--no-data", str(QUICK), *overrides]) == 0
+
+
+def test_a_folder_given_as_the_manifest_says_so(tmp_path, capsys):
+    assert main(["validate", str(tmp_path)]) == 2
+    assert "is a folder; a manifest is a YAML file" in capsys.readouterr().err
+
+
+def test_an_unknown_component_names_the_disabled_plugins(monkeypatch, capsys):
+    monkeypatch.setenv("DNAS_DISABLE_PLUGINS", "nb201")
+    assert main(["validate", "-q", "--no-data", str(QUICK)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown space 'nb201'" in err and "DNAS_DISABLE_PLUGINS disables the plugins nb201" in err

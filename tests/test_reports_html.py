@@ -3,6 +3,7 @@ architecture pictures of every installed search space."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -82,7 +83,7 @@ def test_chain_encodings_become_layer_diagrams():
     assert "0: conv" in texts and "layer diagram" in fig.axes[0].get_title()
 
 
-def test_show_and_compare(finished_run, tmp_path, capsys):
+def test_show_and_compare(finished_run, tmp_path, capsys, monkeypatch):
     assert main(["show", str(finished_run)]) == 0
     out = capsys.readouterr().out
     assert "status      completed" in out and "genotype" in out and "accuracy=" in out
@@ -93,6 +94,10 @@ def test_show_and_compare(finished_run, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "test accuracy" in out and "mini (run)" in out and "mini (copy)" in out
     assert png.stat().st_size > 1000
+    # --json prints the figures and draws nothing unless --plot names a file
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", str(finished_run), str(other), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) and not (tmp_path / "compare.png").exists()
     assert main(["compare", str(finished_run)]) == 2
     assert "at least two" in capsys.readouterr().err
     assert main(["show", str(tmp_path)]) == 2

@@ -208,8 +208,13 @@ class WavFolderTask(AudioTask):
     description = "a folder of WAV files, one sub-folder per class; log-mel features, accuracy"
     Config = WavFolderConfig
 
+    def _layout(self) -> str:
+        if self.config.label_regex:
+            return f"root/*.wav, the label in each file name by label_regex {self.config.label_regex!r}"
+        return "root/<class_name>/*.wav"
+
     def _scan(self, root: Path, classes: list[str] | None = None) -> tuple[list[tuple[Path, str]], list[str]]:
-        expected = "root/<class_name>/*.wav"
+        expected = self._layout()
         if not root.is_dir():
             raise DataError(f"wav_folder: {root} is not a folder; expected {expected}")
         if self.config.label_regex:
@@ -241,7 +246,8 @@ class WavFolderTask(AudioTask):
         found = sorted({c for _, c in items}, key=lambda c: (len(c), c) if c.isdigit() else (0, c))
         if classes is None:
             if len(found) < 2:
-                raise DataError(f"wav_folder: {root} has {len(found)} label(s) by label_regex; expected at least 2")
+                raise DataError(f"wav_folder: {root} has {len(found)} label(s) by label_regex; expected at least 2 "
+                                f"({self._layout()})")
             classes = found
         elif set(found) - set(classes):
             raise DataError(f"wav_folder: {root} has labels {sorted(set(found) - set(classes))} "
@@ -250,13 +256,13 @@ class WavFolderTask(AudioTask):
 
     def clips(self):
         cfg = self.config
-        root = resolve_path(cfg.path, "", "wav_folder", "root/<class_name>/*.wav")
+        root = resolve_path(cfg.path, "", "wav_folder", self._layout())
         items, classes = self._scan(root)
         index = {c: i for i, c in enumerate(classes)}
         clips = [(f, index[c], False) for f, c in items]
         if cfg.test_path is None:
             return clips, classes, False
-        titems, _ = self._scan(resolve_path(cfg.test_path, "", "wav_folder", "root/<class_name>/*.wav"), classes)
+        titems, _ = self._scan(resolve_path(cfg.test_path, "", "wav_folder", self._layout()), classes)
         return clips + [(f, index[c], True) for f, c in titems], classes, True
 
 

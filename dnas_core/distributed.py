@@ -408,11 +408,16 @@ def other_rank_failures(wait_s: float = 3.0) -> list[str]:
     if folder is None:
         return []
     deadline = time.monotonic() + wait_s
-    while True:
-        found = sorted(folder.glob("rank*.error"), key=lambda p: int(p.stem[4:]))
-        if found or time.monotonic() >= deadline:
-            return [f"rank {p.stem[4:]}: {p.read_text(errors='replace')}" for p in found]
-        time.sleep(0.1)
+
+    def found() -> list[Path]:
+        return sorted(folder.glob("rank*.error"), key=lambda p: int(p.stem[4:]))
+
+    try:
+        while not found() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    except KeyboardInterrupt:  # torchrun's SIGTERM to the survivors: record what is there
+        pass
+    return [f"rank {p.stem[4:]}: {p.read_text(errors='replace')}" for p in found()]
 
 
 def _mark_unrecorded_failure(folder: Path, code: int) -> None:

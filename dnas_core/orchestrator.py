@@ -89,9 +89,11 @@ class Orchestrator:
             out = Path(manifest.output.root) / f"{manifest.name}-{stamp}"
         if not distributed.is_main():  # data-parallel follower: rank 0 owns the directory
             return cls(pm, manifest, distributed.FollowerRunDir(distributed.broadcast_object(None)))
-        _pin_data_paths(manifest, pm.registries.tasks.get(manifest.task.type))
         run_dir = RunDir.create(out)
         run_dir.write_text("manifest.yaml", dump_manifest(manifest))
+        found = _data_paths(manifest, pm.registries.tasks.get(manifest.task.type))
+        if found:
+            run_dir.write_json("data_paths.json", found)
         distributed.broadcast_object(str(run_dir.path))
         try:
             return cls(pm, manifest, run_dir)
@@ -107,6 +109,7 @@ class Orchestrator:
             raise UsageError(f"{path}: this run has already completed")
         data = read_yaml(run_dir.file("manifest.yaml"))
         manifest = validate_manifest(data, pm.registries, source=str(run_dir.file("manifest.yaml")))
+        _use_recorded_data_paths(manifest, run_dir, pm.registries.tasks.get(manifest.task.type))
         run_dir.remove_temp_files()  # half-written files of the killed process (only once the run is known good)
         return cls(pm, manifest, run_dir, resumed=True)
 
@@ -431,24 +434,45 @@ def _first(inputs: Any, n: int) -> Any:
     return inputs[:n]
 
 
-def _pin_data_paths(manifest: ManifestBase, task_cls: type) -> None:
-    """Make the saved manifest name its data where any working directory finds it: a
-    relative ``task.path`` (or ``*_path``) that exists from here becomes absolute, and
-    an empty ``task.path`` becomes the absolute default the task would read under the
-    data root (``DNAS_DATA_ROOT`` or ``../shared/data``), when that exists. Resuming or
-    re-exporting the run from elsewhere (both read the data again) then finds it."""
-    cfg = manifest.task
+def _data_paths(manifest: ManifestBase, task_cls: type) -> dict[str, str]:
+    """The absolute paths a new run's task reads, for the fields whose manifest value
+    depends on where the run was started: a relative ``task.path`` (or ``*_path``) as
+    found from the working directory, an empty ``task.path`` as the task's default
+    under the data root. Saved as ``data_paths.json``: the fallback of a resume or
+    re-export started where those do not resolve (:func:`_use_recorded_data_paths`)."""
+    cfg, out = manifest.task, {}
     for name in type(cfg).model_fields:
         value = getattr(cfg, name)
         if (name == "path" or name.endswith("_path")) and isinstance(value, str) and value:
             p = Path(value).expanduser()
             if not p.is_absolute() and p.exists():
-                setattr(cfg, name, str(p.absolute()))
+                out[name] = str(p.absolute())
     default = getattr(task_cls, "default_data", None)
-    if default and "path" in type(cfg).model_fields and cfg.path is None:
-        p = data_root() / default
-        if p.exists():
-            cfg.path = str(p.absolute())
+    if default and "path" in type(cfg).model_fields and cfg.path is None and (data_root() / default).exists():
+        out["path"] = str((data_root() / default).absolute())
+    return out
+
+
+def _use_recorded_data_paths(manifest: ManifestBase, run_dir: RunDir, task_cls: type) -> None:
+    """A resumed or re-exported run reads its data as the manifest says, from here (a
+    relative path from the working directory, an empty one under ``DNAS_DATA_ROOT``);
+    where that finds nothing, from the absolute path the run recorded when it started."""
+    if not run_dir.exists("data_paths.json"):
+        return
+    cfg = manifest.task
+    for name, recorded in run_dir.read_json("data_paths.json").items():
+        if name not in type(cfg).model_fields:
+            continue
+        value = getattr(cfg, name)
+        if value is None:
+            default = getattr(task_cls, "default_data", None)
+            here = data_root() / default if default else None
+        else:
+            here = Path(value).expanduser()
+        if (here is None or not here.exists()) and Path(recorded).exists():
+            log(f"task.{name}: {value or 'the data root default'} is not found from here; reading the path "
+                f"recorded when the run started, {recorded}")
+            setattr(cfg, name, recorded)
 
 
 def _batch(inputs: Any) -> int:
@@ -483,9 +507,10 @@ def environment(pm: DnasPluginManager, ctx: RunContext | None = None) -> dict[st
 
 def preflight(manifest: ManifestBase, pm: DnasPluginManager, load_data: bool = True) -> None:
     """What ``dnas validate`` checks beyond the manifest's schema: every component can be
-    built (a logger's package is installed), the backend can be set up (a requested GPU
-    exists), the space fits the task, and, with ``load_data``, the data loads and the
-    strategy can build its supernet with its options (:meth:`Strategy.preflight`).
+    built (a logger's package is installed), the space fits the task, and, with
+    ``load_data``, the backend can be set up
+    (a requested GPU exists), the data loads and the strategy can build its supernet
+    with its options (:meth:`Strategy.preflight`).
     Raises the error the run would raise at its start; writes nothing that stays."""
     import tempfile
 
@@ -493,9 +518,9 @@ def preflight(manifest: ManifestBase, pm: DnasPluginManager, load_data: bool = T
         orch = Orchestrator(pm, manifest, RunDir.create(Path(tmp) / "run"))
         ctx = orch.ctx
         with orch._name_errors("validate"):
-            ctx.backend.setup()
             ctx.space.check_task(ctx.task)
-            if load_data:
+            if load_data:  # without: no backend set-up either (a GPU manifest checked on a login node)
+                ctx.backend.setup()
                 ctx.data  # noqa: B018 - loading is the check
                 ctx.strategy.preflight(ctx)
 
@@ -518,8 +543,10 @@ def reexport(path: str | Path, pm: DnasPluginManager | None = None, exporter_nam
     run_dir = RunDir.open(path)
     if not run_dir.exists("model.pt") or not run_dir.exists("genotype.json"):
         raise UsageError(f"{path}: no retrained model to export (model.pt / genotype.json missing)")
-    orch = Orchestrator(pm, validate_manifest(read_yaml(run_dir.file("manifest.yaml")), pm.registries,
-                                              source=str(run_dir.file("manifest.yaml"))), run_dir)
+    manifest = validate_manifest(read_yaml(run_dir.file("manifest.yaml")), pm.registries,
+                                 source=str(run_dir.file("manifest.yaml")))
+    _use_recorded_data_paths(manifest, run_dir, pm.registries.tasks.get(manifest.task.type))
+    orch = Orchestrator(pm, manifest, run_dir)
     orch.ctx.backend.setup()
     name = exporter_name or (orch.manifest.export.type if orch.manifest.export else None)
     if name is None:

@@ -308,13 +308,7 @@ class PruningReporter:
         if not self.enabled or stage != "search":
             return
         if self.metric not in metrics:
-            cfg = self.cfg
-            if cfg is not None and cfg.pruner.type != "none":
-                where = ("tune.prune_metric" if cfg.prune_metric
-                         else f"tune.prune_metric (derived from the objective {cfg.objectives[0].metric})")
-                logged = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and "/" not in k)
-                raise PruneMetricMissing(f"{where}: the search logs no {self.metric!r}, so the {cfg.pruner.type} "
-                                         f"pruner would never see a value; it logs {', '.join(logged)}")
+            self._missing(run, epoch, metrics)
             return
         value = float(metrics[self.metric])
         if not math.isfinite(value):
@@ -323,6 +317,27 @@ class PruningReporter:
         self.reported += 1
         if self.trial.should_prune():
             raise TrialPruned(f"pruned at search epoch {epoch} ({self.metric}={value:.4g})")
+
+    def _missing(self, run, epoch: int, metrics: dict[str, float]) -> None:
+        """An epoch record without the pruner's metric. A ``prune_metric`` named in the
+        manifest that the search does not log (a typo) would leave every trial unpruned:
+        the first epoch after the strategy's warm-up, if it has not appeared, stops the
+        study. One derived from the objective may just not exist for this strategy (a
+        query-based search logs no ``val_accuracy``): pruning is off, said once."""
+        cfg = self.cfg
+        if cfg is None or cfg.pruner.type == "none" or self.reported:
+            return
+        if not cfg.prune_metric:
+            log(f"[tune] the search logs no {self.metric!r} (the prune metric derived from the objective "
+                f"{cfg.objectives[0].metric}): this trial is not pruned (set tune.prune_metric to prune on a "
+                "metric it logs)")
+            self.enabled = False
+            return
+        if epoch < int(getattr(run.manifest.strategy, "warmup_epochs", 0) or 0):
+            return  # e.g. arch_loss: no architecture steps during warm-up
+        logged = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and "/" not in k)
+        raise PruneMetricMissing(f"tune.prune_metric: the search logs no {self.metric!r}, so the "
+                                 f"{cfg.pruner.type} pruner would never see a value; it logs {', '.join(logged)}")
 
 
 # --------------------------------------------------------------------------------------
@@ -425,7 +440,10 @@ def load_tune_config(manifest_path: str | Path, overrides: list[str], pm: DnasPl
     if cfg is None:
         raise UsageError(f"{manifest_path}: no tune: section (it declares the parameters to tune)")
     if cfg.overrides:  # the manifest every trial starts from: its seed and epochs set up the study
+        base = manifest
         manifest = load_manifest(manifest_path, pm.registries, [*overrides, *cfg.overrides])
+        # but the study keeps its name and folder (an existing study must be found again)
+        manifest.name, manifest.output = base.name, base.output
     data = apply_overrides(read_yaml(manifest_path), [*overrides, *cfg.overrides])
     for key, spec in cfg.params.items():
         probes = spec.choices if isinstance(spec, CategoricalParam) else [spec.low, spec.high]
@@ -587,10 +605,12 @@ def run_worker(manifest_path: str | Path, overrides: list[str], storage: str, st
     base = cfg.sampler.seed if cfg.sampler.seed is not None else manifest.seed
     study = open_study(make_storage(storage, cfg), study_name, cfg, base, _search_epochs(manifest))
     # Each worker, and each resumption of the study, draws its own random stream
-    # (the same seed again would repeat the trials already run); the host name keeps
-    # apart machines that share a database and start at the same moment (each one's
-    # worker 0 sees the same number of trials)
-    stream = derive_seed(base, "tune", os.uname().nodename, worker_index, len(study.trials))
+    # (the same seed again would repeat the trials already run). With a database server
+    # (shared across machines) the host name keeps apart machines that start at the same
+    # moment, whose worker 0 each sees the same number of trials; a local journal or
+    # SQLite file keeps a study reproducible on any machine.
+    shared = "://" in storage and not storage.startswith("sqlite")
+    stream = derive_seed(base, "tune", *([os.uname().nodename] if shared else []), worker_index, len(study.trials))
     study.sampler = make_sampler(cfg, stream % 2**31)
     objective = _Objective(Path(manifest_path), overrides, cfg, study_dir, pm, manifest.seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -94,9 +94,9 @@ class Objective(_Section):
     @classmethod
     def _known_form(cls, v: str) -> str:
         stage, dot, key = v.partition(".")
-        if (dot and key and stage in ("search", "retrain", "test")) or v in RESULT_FIELDS:
+        if (dot and stage and key) or v in RESULT_FIELDS:  # <stage>.<key>: a plugin may log stages of its own
             return v
-        raise ValueError(f"{v!r} is neither search.<key>, retrain.<key> nor test.<key> (e.g. search.val_accuracy, "
+        raise ValueError(f"{v!r} is neither <stage>.<key> (search.val_accuracy, retrain.train_loss, "
                          f"test.accuracy) nor a result field ({', '.join(RESULT_FIELDS)})")
 
 

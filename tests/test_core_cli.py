@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from dnas_core.cli import main
@@ -118,10 +119,16 @@ def test_overrides_after_options_are_accepted(capsys):
     (["task.val_fraction=0"], "needs a validation split for its architecture steps"),
     (["strategy.type=gdas", "strategy.selection=perturbation"], "strategy.selection: perturbation"),
     (["strategy.type=pc_darts", "strategy.partial_channels=3"], "strategy.partial_channels=3 must divide"),
-], ids=["supernet-options", "no-supernet", "exclude-ops", "augment", "no-val", "selection", "partial-channels"])
+    (["space={type: darts, C: 4, layers: 2}", "strategy.type=fbnet"], "needs a search space with a latency model"),
+    (["strategy={type: fixed, genotype: '|nor_conv_3x3~0|'}"], "strategy.genotype"),
+    (["backend.type=cuda"], "no CUDA device is available"),
+], ids=["supernet-options", "no-supernet", "exclude-ops", "augment", "no-val", "selection", "partial-channels",
+        "latency-model", "fixed-genotype", "no-gpu"])
 def test_validate_finds_what_the_run_would_refuse_at_its_start(overrides, names, capsys):
     """A manifest `dnas validate` calls valid must also start: the strategy builds its
     supernet against the task and space (on the loaded data) and checks its options."""
+    if overrides == ["backend.type=cuda"] and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
     assert main(["validate", "-q", str(QUICK), *overrides]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and names in err[0], err

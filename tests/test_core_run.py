@@ -265,9 +265,11 @@ def test_a_stop_after_completion_keeps_the_run_completed(tmp_path):
     assert (tmp_path / "run" / "result.json").is_file()
 
 
-def test_the_saved_manifest_names_its_data_where_any_directory_finds_it(tmp_path, monkeypatch, pm):
-    """A relative task.path, and an empty one resolved under the data root, are saved
-    as absolute paths: the run can be resumed or exported from another directory."""
+def test_a_run_finds_its_data_from_another_directory(tmp_path, monkeypatch, pm):
+    """The saved manifest keeps task.path as written (a relative path, or none for the
+    data root's default), and data_paths.json the absolute paths they resolved to: a
+    resume (or re-export) started where those resolve to nothing reads the recorded
+    ones, one that finds them (another DNAS_DATA_ROOT) reads its own."""
     import shutil
 
     from dnas_core.orchestrator import Orchestrator
@@ -279,14 +281,23 @@ def test_the_saved_manifest_names_its_data_where_any_directory_finds_it(tmp_path
     shutil.copy(data / "reviews.csv", work / "reviews.csv")
     root = tmp_path / "root"
     shutil.copytree(data / "sms-spam", root / "text" / "sms-spam")
-    monkeypatch.setenv("DNAS_DATA_ROOT", str(root))
-    monkeypatch.chdir(work)
     space = {"type": "seq1d", "C": 4, "N": 1}
-    for name, task, expected in [("file", {"type": "text_file", "path": "reviews.csv"}, work / "reviews.csv"),
-                                 ("spam", {"type": "sms_spam"}, root / "text" / "sms-spam")]:
+    cases = [("file", {"type": "text_file", "path": "reviews.csv"}, "reviews.csv", work / "reviews.csv"),
+             ("spam", {"type": "sms_spam"}, None, root / "text" / "sms-spam")]
+    for name, task, written, resolved in cases:
+        monkeypatch.setenv("DNAS_DATA_ROOT", str(root))
+        monkeypatch.chdir(work)
         m = work / f"{name}.yaml"
         m.write_text(yaml.safe_dump({**tiny_manifest(task=task), "space": space}))
-        orch = Orchestrator.new(m, [], tmp_path / name, pm)
-        saved = yaml.safe_load((tmp_path / name / "manifest.yaml").read_text())
-        assert saved["task"]["path"] == str(expected) and Path(saved["task"]["path"]).is_absolute()
-        assert orch.manifest.task.path == str(expected)
+        Orchestrator.new(m, [], tmp_path / name, pm)
+        assert yaml.safe_load((tmp_path / name / "manifest.yaml").read_text())["task"]["path"] == written
+        assert json.loads((tmp_path / name / "data_paths.json").read_text()) == {"path": str(resolved)}
+        # from elsewhere, without the data root: the recorded path
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("DNAS_DATA_ROOT", str(tmp_path / "nowhere"))
+        assert Orchestrator.resume(tmp_path / name, pm).manifest.task.path == str(resolved)
+    # a data root that holds the data set wins over the recorded path
+    moved = tmp_path / "moved"
+    shutil.copytree(root, moved)
+    monkeypatch.setenv("DNAS_DATA_ROOT", str(moved))
+    assert Orchestrator.resume(tmp_path / "spam", pm).manifest.task.path is None

@@ -37,14 +37,37 @@ def alpha(run_dir: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in net.items() if k.endswith("alpha")}
 
 
+def launch(manifest: Path, out: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``dnas run MANIFEST --out OUT --nproc 2`` (gloo). On a timeout (a hang) the
+    launcher gets SIGTERM, which it passes on to torchrun and the workers (torchrun runs
+    in a session of its own: killing the launcher alone would leave them running). No
+    core files: a test may abort a worker on purpose."""
+    import resource
+    import signal
+
+    env = {**os.environ, "DNAS_PROGRESS": "0", "DNAS_DIST_BACKEND": "gloo"}
+    proc = subprocess.Popen([sys.executable, "-m", "dnas_core", "run", str(manifest), "--out", str(out), "--nproc", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)))
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
 def run_two_processes(spec: dict, tmp_path: Path) -> tuple[Path, dict]:
     """``dnas run --nproc 2`` (gloo) of ``spec`` into ``tmp_path/two``: the manifest path
     and the result line that rank 0 alone prints."""
     m = tmp_path / "ddp.yaml"
     m.write_text(yaml.safe_dump(spec))
-    env = {**os.environ, "DNAS_PROGRESS": "0", "DNAS_DIST_BACKEND": "gloo"}
-    proc = subprocess.run([sys.executable, "-m", "dnas_core", "run", str(m), "--out", str(tmp_path / "two"),
-                           "--nproc", "2"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    proc = launch(m, tmp_path / "two")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return m, json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -236,9 +259,7 @@ def test_a_failing_rank_leaves_its_own_error_in_the_run_directory(fail_rank, mod
     m = tmp_path / "ddp.yaml"
     strategy = {**MANIFEST["strategy"], "type": "darts_rank_fault", "epochs": 3, "fail_rank": fail_rank, "mode": mode}
     m.write_text(yaml.safe_dump({**MANIFEST, "strategy": strategy}))
-    env = {**os.environ, "DNAS_PROGRESS": "0", "DNAS_DIST_BACKEND": "gloo"}
-    proc = subprocess.run([sys.executable, "-m", "dnas_core", "run", str(m), "--out", str(tmp_path / "two"),
-                           "--nproc", "2"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    proc = launch(m, tmp_path / "two")
     assert proc.returncode != 0
     status = RunDir(tmp_path / "two").status()
     assert status["status"] == "failed", status

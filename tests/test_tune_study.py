@@ -386,9 +386,10 @@ def test_the_tune_overrides_set_up_the_study_as_they_do_the_trials(tmp_path, pm)
     from the manifest: the base seed of ``vary_seed`` and Hyperband's epochs."""
     from dnas_core.tune import load_tune_config
 
-    m = manifest(tmp_path, n_trials=2, vary_seed=True, overrides=["seed=100", "strategy.epochs=1"])
+    m = manifest(tmp_path, n_trials=2, vary_seed=True, overrides=["seed=100", "strategy.epochs=1", "name=renamed"])
     manifest_, _ = load_tune_config(m, [], pm)
     assert manifest_.seed == 100 and manifest_.strategy.epochs == 1
+    assert manifest_.name == "tiny"  # the study's name (and folder) stay: a restarted study is found again
     sdir = tmp_path / "study"
     tune(m, study_dir=str(sdir), report=False, pm=pm)
     seeds = sorted(yaml.safe_load(p.read_text())["seed"] for p in (sdir / "manifests").glob("trial-*.yaml"))
@@ -451,5 +452,15 @@ def test_an_objective_the_run_does_not_produce_stops_the_study_in_one_line(tmp_p
 
 
 def test_an_objective_of_no_known_form_is_refused_before_any_trial():
-    with pytest.raises(ValueError, match=r"'val_accuracy' is neither search.<key>"):
+    with pytest.raises(ValueError, match=r"'val_accuracy' is neither <stage>.<key>"):
         TuneConfig.model_validate({"params": ARCH_LR, "objectives": [{"metric": "val_accuracy"}]})
+
+
+def test_a_derived_prune_metric_the_strategy_does_not_log_leaves_the_trial_unpruned(tmp_path, pm):
+    """The objective test.accuracy derives the prune metric val_accuracy, which a search
+    without supernet evaluation does not log: the trials run unpruned (as before the
+    check for a misspelt prune_metric), they do not stop the study."""
+    m = manifest(tmp_path, n_trials=1, objectives=[{"metric": "test.accuracy"}],
+                 pruner={"type": "threshold", "lower": 1.01, "n_warmup_steps": 0}, overrides=["strategy.eval_supernet=false"])
+    summary = tune(m, study_dir=str(tmp_path / "study"), report=False, pm=pm)
+    assert summary["states"] == {"complete": 1}

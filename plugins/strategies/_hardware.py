@@ -23,11 +23,18 @@ from .differentiable import DifferentiableStrategy
 class LatencyAwareStrategy(DifferentiableStrategy):
     """A differentiable strategy with an expected-latency term in its architecture loss."""
 
-    def search(self, run: Any) -> SearchOutcome:
+    def _check_latency_model(self, run: Any) -> None:
         if not run.space.supports_latency():
             raise IncompatibleError(
                 f"strategy {self.name!r} needs a search space with a latency model; {run.space.name!r} does not "
                 "implement latency_ops / genotype_ops / arch_op_keys (try space.type: mobile or nb201)")
+
+    def preflight(self, run: Any) -> None:
+        self._check_latency_model(run)
+        super().preflight(run)
+
+    def search(self, run: Any) -> SearchOutcome:
+        self._check_latency_model(run)
         self._run = run
         self._expected: ExpectedLatency | None = None
         self._sampled: dict[int, torch.Tensor] = {}

@@ -271,8 +271,9 @@ class DifferentiableStrategy(Strategy):
 
     def _divergence_guard(self) -> DivergenceGuard:
         """The run's ``train.divergence`` policy in the search loop: a step whose loss or
-        gradient is not finite is skipped (``arch_step`` / ``weight_step`` return NaN),
-        reduces the learning rates, or fails the run."""
+        gradient is not finite is skipped, reduces the learning rates, or fails the run.
+        ``arch_step`` / ``weight_step`` return NaN for a non-finite loss only: a step
+        skipped for its gradients still scored its (finite) loss."""
         guard = getattr(self, "_guard", None)
         if guard is None:
             guard = self._guard = DivergenceGuard("search")

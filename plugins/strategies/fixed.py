@@ -76,6 +76,9 @@ class Fixed(Strategy):
             )
         return genotype
 
+    def preflight(self, run) -> None:
+        run.space.check_genotype(self.resolve(run.space, run.task)[0])
+
     def search(self, run) -> SearchOutcome:
         genotype, source = self.resolve(run.space, run.task)
         run.space.check_genotype(genotype)

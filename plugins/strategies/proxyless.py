@@ -25,6 +25,7 @@ import torch
 from pydantic import Field
 
 from dnas_core import MixWeights, hookimpl
+from dnas_core import distributed as ddp
 from dnas_core.space import Network
 
 from ._hardware import LatencyAwareStrategy
@@ -40,17 +41,18 @@ class ProxylessConfig(DifferentiableConfig):
 
 def _one_path(alpha: torch.Tensor) -> MixWeights:
     p = torch.softmax(alpha, dim=-1)
-    index = torch.multinomial(p.detach(), 1).squeeze(-1)
+    # rank 0's draws on every rank of a data-parallel run: all take the same path
+    index = ddp.from_rank_zero(torch.multinomial(p.detach(), 1)).squeeze(-1)
     hard = torch.zeros_like(p).scatter_(-1, index.unsqueeze(-1), 1.0)
     return MixWeights(hard - p.detach() + p, index)
 
 
 def _two_paths(alpha: torch.Tensor) -> MixWeights:
     p = torch.softmax(alpha.detach(), dim=-1)
-    pair = torch.multinomial(p, 2, replacement=False)
+    pair = ddp.from_rank_zero(torch.multinomial(p, 2, replacement=False))
     mask = torch.zeros_like(p, dtype=torch.bool).scatter_(-1, pair, True)
     q = torch.softmax(alpha.masked_fill(~mask, float("-inf")), dim=-1)
-    active = torch.multinomial(q.detach(), 1)
+    active = ddp.from_rank_zero(torch.multinomial(q.detach(), 1))
     gate = torch.zeros_like(q).scatter_(-1, active, 1.0)
     return MixWeights(gate - q.detach() + q, active=mask)
 

@@ -210,15 +210,15 @@ class CIFAR10Task(ImageTask):
     description = "CIFAR-10 from the python-pickle batches or their .tar.gz (official train/test split)"
     Config = CIFAR10Config
     which: ClassVar[str] = "cifar10"
+    default_data = "vision/cifar-10-batches-py"
 
     def _label(self) -> str:
         return "fine"
 
     def read(self):
-        from .readers import CIFAR_LAYOUT, _cifar_expected, read_cifar
+        from .readers import _cifar_expected, read_cifar
 
-        default = f"vision/{CIFAR_LAYOUT[self.which]['folder']}"
-        root = resolve_path(self.config.path, default, self.which, _cifar_expected(self.which))
+        root = resolve_path(self.config.path, self.default_data, self.which, _cifar_expected(self.which))
         tx, ty, vx, vy, classes = read_cifar(self.which, root, self._label())
         f = lambda a: a.astype(np.float32) / 255.0  # noqa: E731
         return f(tx), ty, f(vx), vy, classes
@@ -238,6 +238,7 @@ class CIFAR100Task(CIFAR10Task):
     name = "cifar100"
     description = "CIFAR-100 (fine or coarse labels) from the python-pickle batches or their .tar.gz"
     Config = CIFAR100Config
+    default_data = "vision/cifar-100-python"
     which: ClassVar[str] = "cifar100"
 
     def _label(self) -> str:

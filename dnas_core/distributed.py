@@ -398,6 +398,24 @@ def record_failure(error: str) -> None:
             tmp.replace(folder / f"rank{rank()}.error")
 
 
+@contextlib.contextmanager
+def signals_deferred():
+    """SIGTERM and SIGHUP ignored for the duration (main thread only): recording why a
+    data-parallel run ended must not be cut short by the SIGTERM torchrun sends the
+    surviving processes when one rank fails."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def other_rank_failures(wait_s: float = 3.0) -> list[str]:
     """Rank 0, ending with an error: the errors the other ranks left, as "rank R: ...".
     Waits up to ``wait_s`` for one to appear: a collective breaks as soon as the failed

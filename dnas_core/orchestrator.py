@@ -151,23 +151,26 @@ class Orchestrator:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             error = f"{type(exc).__name__}: {exc}" if str(exc) else \
                 ("KeyboardInterrupt (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__)
-            if distributed.is_distributed():
-                if not distributed.is_main():
-                    if status == "failed":
-                        distributed.record_failure(error)
-                # another rank's failure reaches rank 0 as a broken collective, or as the
-                # SIGTERM torchrun sends the survivors: record the failed rank's own error
-                elif failures := distributed.other_rank_failures(wait_s=3.0 if status == "failed" else 0.5):
-                    status = "failed"
-                    error = f"{'; '.join(failures)} (rank 0: {error})"
-            if status == "interrupted" and distributed.is_main():
-                exc.run_dir = str(self.run_dir.path)  # for the command's resume hint
-            try:
-                self.run_dir.set_status(status, error=error, finished=_now(),
-                                        traceback="".join(traceback.format_exception(exc))[-4000:])
-            except DnasError:
-                pass  # the directory itself is unwritable; the original error matters more
-            ctx.notify("dnas_run_end", status=status, result={"error": error})
+            # data parallel: torchrun SIGTERMs the survivors when a rank fails; rank 0
+            # finishes recording the failure first (the stop is under way anyway)
+            with distributed.signals_deferred() if distributed.is_distributed() else contextlib.nullcontext():
+                if distributed.is_distributed():
+                    if not distributed.is_main():
+                        if status == "failed":
+                            distributed.record_failure(error)
+                    # another rank's failure reaches rank 0 as a broken collective, or as
+                    # the SIGTERM torchrun sends: record the failed rank's own error
+                    elif failures := distributed.other_rank_failures(wait_s=3.0 if status == "failed" else 0.5):
+                        status = "failed"
+                        error = f"{'; '.join(failures)} (rank 0: {error})"
+                if status == "interrupted" and distributed.is_main():
+                    exc.run_dir = str(self.run_dir.path)  # for the command's resume hint
+                try:
+                    self.run_dir.set_status(status, error=error, finished=_now(),
+                                            traceback="".join(traceback.format_exception(exc))[-4000:])
+                except DnasError:
+                    pass  # the directory itself is unwritable; the original error matters more
+                ctx.notify("dnas_run_end", status=status, result={"error": error})
             raise
         finally:
             for cb in self.callbacks:

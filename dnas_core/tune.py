@@ -327,14 +327,14 @@ class PruningReporter:
         cfg = self.cfg
         if cfg is None or cfg.pruner.type == "none" or self.reported:
             return
+        if epoch < int(getattr(run.manifest.strategy, "warmup_epochs", 0) or 0):
+            return  # e.g. arch_loss: no architecture steps during warm-up
         if not cfg.prune_metric:
             log(f"[tune] the search logs no {self.metric!r} (the prune metric derived from the objective "
                 f"{cfg.objectives[0].metric}): this trial is not pruned (set tune.prune_metric to prune on a "
                 "metric it logs)")
             self.enabled = False
             return
-        if epoch < int(getattr(run.manifest.strategy, "warmup_epochs", 0) or 0):
-            return  # e.g. arch_loss: no architecture steps during warm-up
         logged = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and "/" not in k)
         raise PruneMetricMissing(f"tune.prune_metric: the search logs no {self.metric!r}, so the "
                                  f"{cfg.pruner.type} pruner would never see a value; it logs {', '.join(logged)}")
@@ -605,11 +605,11 @@ def run_worker(manifest_path: str | Path, overrides: list[str], storage: str, st
     base = cfg.sampler.seed if cfg.sampler.seed is not None else manifest.seed
     study = open_study(make_storage(storage, cfg), study_name, cfg, base, _search_epochs(manifest))
     # Each worker, and each resumption of the study, draws its own random stream
-    # (the same seed again would repeat the trials already run). With a database server
-    # (shared across machines) the host name keeps apart machines that start at the same
-    # moment, whose worker 0 each sees the same number of trials; a local journal or
-    # SQLite file keeps a study reproducible on any machine.
-    shared = "://" in storage and not storage.startswith("sqlite")
+    # (the same seed again would repeat the trials already run). With a database (which
+    # machines may share) the host name keeps apart machines that start at the same
+    # moment, whose worker 0 each sees the same number of trials; a journal file (one
+    # machine) keeps a study reproducible on any machine.
+    shared = "://" in storage
     stream = derive_seed(base, "tune", *([os.uname().nodename] if shared else []), worker_index, len(study.trials))
     study.sampler = make_sampler(cfg, stream % 2**31)
     objective = _Objective(Path(manifest_path), overrides, cfg, study_dir, pm, manifest.seed)
@@ -648,6 +648,11 @@ def tune(manifest_path: str | Path, overrides: list[str] | None = None, storage:
     # Create the study once here so that the workers only ever load it.
     study_obj = open_study(make_storage(store, cfg), name, cfg, 0, _search_epochs(manifest))
     log(f"[tune] study {name!r} on {_redact(store)}: budget {budget} trials, {workers} worker(s), dir {sdir}")
+    for obj in cfg.objectives:
+        stage = obj.metric.partition(".")[0]
+        if "." in obj.metric and stage not in ("search", "retrain", "test"):
+            log(f"[tune] objective {obj.metric}: stage {stage!r} is none of dnas's (search, retrain, test); "
+                "a plugin must log it, else the first trial fails")
     if cfg.resolved_prune_metric() is None and cfg.pruner.type != "none" and len(cfg.objectives) == 1:
         log(f"[tune] objective {cfg.objectives[0].metric} has no per-epoch counterpart: trials are not pruned "
             "(set tune.prune_metric to prune on a search metric)")

@@ -46,19 +46,24 @@ def launch(manifest: Path, out: Path, timeout: float = 600) -> subprocess.Comple
     import signal
 
     env = {**os.environ, "DNAS_PROGRESS": "0", "DNAS_DIST_BACKEND": "gloo"}
-    proc = subprocess.Popen([sys.executable, "-m", "dnas_core", "run", str(manifest), "--out", str(out), "--nproc", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)))
+    core = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, core[1]))  # inherited by the launcher, torchrun and the workers
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "dnas_core", "run", str(manifest), "--out", str(out),
+                                 "--nproc", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env, cwd=ROOT)
+    finally:
+        resource.setrlimit(resource.RLIMIT_CORE, core)
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.communicate(timeout=60)
+            _, stderr = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.communicate()
-        raise
+            _, stderr = proc.communicate()
+        pytest.fail(f"dnas run --nproc 2 did not finish in {timeout} s (a hang?): {stderr[-3000:]}")
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 

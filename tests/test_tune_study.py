@@ -464,3 +464,15 @@ def test_a_derived_prune_metric_the_strategy_does_not_log_leaves_the_trial_unpru
                  pruner={"type": "threshold", "lower": 1.01, "n_warmup_steps": 0}, overrides=["strategy.eval_supernet=false"])
     summary = tune(m, study_dir=str(tmp_path / "study"), report=False, pm=pm)
     assert summary["states"] == {"complete": 1}
+
+
+def test_a_derived_prune_metric_missing_during_warm_up_still_prunes_afterwards(tmp_path, pm):
+    """search.arch_loss is not logged in warm-up epochs (no architecture steps): the
+    trial is pruned on the first epoch that logs it, not left unpruned."""
+    m = manifest(tmp_path, n_trials=1, objectives=[{"metric": "search.arch_loss", "direction": "minimize"}],
+                 pruner={"type": "threshold", "upper": -1.0, "n_warmup_steps": 0},
+                 overrides=["strategy.warmup_epochs=1"])
+    summary = tune(m, study_dir=str(tmp_path / "study"), report=False, pm=pm)
+    assert summary["states"] == {"pruned": 1}
+    trial = load(str(tmp_path / "study" / "journal.log")).trials[0]
+    assert list(trial.intermediate_values) == [1]  # epoch 0 was warm-up

@@ -98,17 +98,25 @@ class _KillAtEpoch1:
             raise StopRun("worker killed")
 
 
-def test_killed_workers_trial_is_retried_and_resumes_its_run(tmp_path, pm):
+def _study_with_a_running_trial(tmp_path):
+    """A one-trial study (journal storage, 1 s heartbeats) whose trial 0 a worker has
+    started (RUNNING, its parameter drawn): (manifest, study dir, storage, study, trial,
+    the drawn arch_lr)."""
     m = manifest(tmp_path, n_trials=1, heartbeat_s=1, grace_s=1)
     sdir = tmp_path / "study"
     store = str(sdir / "journal.log")
     cfg = TuneConfig.model_validate(yaml.safe_load(m.read_text())["tune"])
     study = optuna.create_study(storage=make_storage(store, cfg), study_name="tiny", direction="maximize")
-    # The "killed" worker: trial 0 is running, its run stopped in search epoch 1 and its
-    # heartbeat stopped long ago.
     with pytest.warns(UserWarning, match="Heartbeat"):  # optuna: ask() outside optimize()
         trial = study.ask()
     lr = trial.suggest_float("strategy.arch_lr", 1e-4, 3e-2, log=True)
+    return m, sdir, store, study, trial, lr
+
+
+def test_killed_workers_trial_is_retried_and_resumes_its_run(tmp_path, pm):
+    # The "killed" worker: trial 0 is running, its run stopped in search epoch 1 and its
+    # heartbeat stopped long ago.
+    m, sdir, store, study, trial, lr = _study_with_a_running_trial(tmp_path)
     run0 = sdir / "trials" / "trial-0000"
     killer = _KillAtEpoch1()
     pm.register(killer, name="test-killer")
@@ -329,14 +337,7 @@ def test_a_retry_of_a_retry_resumes_the_latest_run(tmp_path, pm):
 
     from dnas_core.tune import RetryCallback
 
-    m = manifest(tmp_path, n_trials=1, heartbeat_s=1, grace_s=1)
-    sdir = tmp_path / "study"
-    store = str(sdir / "journal.log")
-    cfg = TuneConfig.model_validate(yaml.safe_load(m.read_text())["tune"])
-    study = optuna.create_study(storage=make_storage(store, cfg), study_name="tiny", direction="maximize")
-    with pytest.warns(UserWarning, match="Heartbeat"):  # optuna: ask() outside optimize()
-        trial = study.ask()
-    trial.suggest_float("strategy.arch_lr", 1e-4, 3e-2, log=True)
+    m, sdir, store, study, trial, _ = _study_with_a_running_trial(tmp_path)
     study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # died without a run
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -400,12 +400,12 @@ def record_failure(error: str) -> None:
 
 @contextlib.contextmanager
 def signals_deferred():
-    """SIGTERM and SIGHUP ignored for the duration (main thread only): recording why a
-    data-parallel run ended must not be cut short by the SIGTERM torchrun sends the
-    surviving processes when one rank fails."""
+    """In a data-parallel run, SIGTERM and SIGHUP ignored for the duration (main thread
+    only): recording why the run ended must not be cut short by the SIGTERM torchrun
+    sends the surviving processes when one rank fails."""
     import threading
 
-    if threading.current_thread() is not threading.main_thread():
+    if not is_distributed() or threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGHUP)}
@@ -414,6 +414,12 @@ def signals_deferred():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _rank_errors(folder: Path) -> list[str]:
+    """The errors the ranks left in the launch folder, as "rank R: ...", by rank."""
+    found = sorted(folder.glob("rank*.error"), key=lambda p: int(p.stem[4:]))
+    return [f"rank {p.stem[4:]}: {p.read_text(errors='replace')}" for p in found]
 
 
 def other_rank_failures(wait_s: float = 3.0) -> list[str]:
@@ -426,16 +432,12 @@ def other_rank_failures(wait_s: float = 3.0) -> list[str]:
     if folder is None:
         return []
     deadline = time.monotonic() + wait_s
-
-    def found() -> list[Path]:
-        return sorted(folder.glob("rank*.error"), key=lambda p: int(p.stem[4:]))
-
     try:
-        while not found() and time.monotonic() < deadline:
+        while not any(folder.glob("rank*.error")) and time.monotonic() < deadline:
             time.sleep(0.1)
     except KeyboardInterrupt:  # torchrun's SIGTERM to the survivors: record what is there
         pass
-    return [f"rank {p.stem[4:]}: {p.read_text(errors='replace')}" for p in found()]
+    return _rank_errors(folder)
 
 
 def _mark_unrecorded_failure(folder: Path, code: int) -> None:
@@ -451,8 +453,7 @@ def _mark_unrecorded_failure(folder: Path, code: int) -> None:
     try:
         if run_dir.status().get("status") != "running":
             return
-        errors = [f"rank {p.stem[4:]}: {p.read_text(errors='replace')}"
-                  for p in sorted(folder.glob("rank*.error"), key=lambda p: int(p.stem[4:]))]
+        errors = _rank_errors(folder)
         why = "; ".join(errors) if errors else "no process recorded an error (one may have crashed or been killed)"
         run_dir.set_status("failed", error=f"the data-parallel processes exited with status {code}: {why}")
     except (OSError, ValueError, json.JSONDecodeError):

@@ -153,7 +153,7 @@ class Orchestrator:
                 ("KeyboardInterrupt (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__)
             # data parallel: torchrun SIGTERMs the survivors when a rank fails; rank 0
             # finishes recording the failure first (the stop is under way anyway)
-            with distributed.signals_deferred() if distributed.is_distributed() else contextlib.nullcontext():
+            with distributed.signals_deferred():
                 if distributed.is_distributed():
                     if not distributed.is_main():
                         if status == "failed":
@@ -450,10 +450,17 @@ def _data_paths(manifest: ManifestBase, task_cls: type) -> dict[str, str]:
             p = Path(value).expanduser()
             if not p.is_absolute() and p.exists():
                 out[name] = str(p.absolute())
-    default = getattr(task_cls, "default_data", None)
-    if default and "path" in type(cfg).model_fields and cfg.path is None and (data_root() / default).exists():
-        out["path"] = str((data_root() / default).absolute())
+    default = _default_data_path(task_cls)
+    if default is not None and "path" in type(cfg).model_fields and cfg.path is None and default.exists():
+        out["path"] = str(default.absolute())
     return out
+
+
+def _default_data_path(task_cls: type) -> Path | None:
+    """Where the task reads its data when ``task.path`` is empty (``Task.default_data``
+    under the data root), or None if it names no default."""
+    default = getattr(task_cls, "default_data", None)
+    return data_root() / default if default else None
 
 
 def _use_recorded_data_paths(manifest: ManifestBase, run_dir: RunDir, task_cls: type) -> None:
@@ -467,11 +474,7 @@ def _use_recorded_data_paths(manifest: ManifestBase, run_dir: RunDir, task_cls: 
         if name not in type(cfg).model_fields:
             continue
         value = getattr(cfg, name)
-        if value is None:
-            default = getattr(task_cls, "default_data", None)
-            here = data_root() / default if default else None
-        else:
-            here = Path(value).expanduser()
+        here = _default_data_path(task_cls) if value is None else Path(value).expanduser()
         if (here is None or not here.exists()) and Path(recorded).exists():
             log(f"task.{name}: {value or 'the data root default'} is not found from here; reading the path "
                 f"recorded when the run started, {recorded}")
@@ -511,9 +514,8 @@ def environment(pm: DnasPluginManager, ctx: RunContext | None = None) -> dict[st
 def preflight(manifest: ManifestBase, pm: DnasPluginManager, load_data: bool = True) -> None:
     """What ``dnas validate`` checks beyond the manifest's schema: every component can be
     built (a logger's package is installed), the space fits the task, and, with
-    ``load_data``, the backend can be set up
-    (a requested GPU exists), the data loads and the strategy can build its supernet
-    with its options (:meth:`Strategy.preflight`).
+    ``load_data``, the backend can be set up (a requested GPU exists), the data loads
+    and the strategy can build its supernet with its options (:meth:`Strategy.preflight`).
     Raises the error the run would raise at its start; writes nothing that stays."""
     import tempfile
 

@@ -73,7 +73,7 @@ class Task(Component):
 
     #: Where the data set lives under the data root (:func:`data_root`) when the
     #: manifest's ``task.path`` is empty; a new run records the absolute path it
-    #: resolves to in its saved manifest. None: the task reads no default location.
+    #: resolves to in ``data_paths.json``. None: the task reads no default location.
     default_data: ClassVar[str | None] = None
     #: Metric used for model selection, tuning and reports.
     primary_metric: ClassVar[str] = "accuracy"

@@ -308,14 +308,16 @@ class DifferentiableStrategy(Strategy):
             raise IncompatibleError(f"{self.name} needs a validation split for its architecture steps, and "
                                     "the task's is empty (task.val_fraction)")
 
-    def _check_supernet(self, body: Supernet, backend) -> None:
-        """The checks of the options against the built supernet and the backend."""
+    def _check_supernet(self, body: Supernet, backend) -> list[tuple[nn.Parameter, list[int]]]:
+        """The checks of the options against the built supernet and the backend; returns
+        the columns ``exclude_ops`` pins (:meth:`_excluded_columns`)."""
         if self.config.selection == "perturbation":
             self._check_perturbation_selection(body)
-        self._excluded_columns(body)
+        excluded = self._excluded_columns(body)
         if backend.grad_scaler().is_enabled() and (why := self.loss_scaling_refusal()):
             raise IncompatibleError(f"backend.amp: fp16 needs loss scaling, which {self.name} cannot use: {why}; "
                                     "use backend.amp: bf16 or off")
+        return excluded
 
     def preflight(self, run) -> None:
         self._check_options(run)
@@ -339,13 +341,12 @@ class DifferentiableStrategy(Strategy):
                 "(backend.compile applies to the retrained network)")
         body: Supernet = net.body
         body.weight_fn = self.weight_fn
-        self._check_supernet(body, backend)
+        excluded = self._check_supernet(body, backend)
         arch_ids = {id(p) for p in body.arch_parameters()}
         self._weights = [p for p in net.parameters() if id(p) not in arch_ids]
         w_opt, a_opt = self.make_optimizers(net)
         self._optimizers = [w_opt, a_opt]
         self._scalers = (backend.grad_scaler(), backend.grad_scaler())
-        excluded = self._excluded_columns(body)
         self._guard = guard = DivergenceGuard.from_train_config("search", run.manifest.train)
         loss_fn = task.loss_fn().to(device)
         self._latency_constraint = SupernetConstraint.for_run(run, net)
